@@ -1,0 +1,210 @@
+"""Models: MLP, SmallCNN, a CIFAR ResNet-20, and the functional view used by the estimators.
+
+Every model takes **pixel** inputs in [0, 1] and normalises them with its own first layer
+(:class:`Normalize`), so input Jacobians, attributions and perturbation radii are all in
+pixel units, whatever normalisation the data set records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+__all__ = [
+    "ACTIVATIONS", "MLP", "SmallCNN", "ResNet20", "Normalize", "build_model", "functional",
+    "num_parameters",
+]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]()
+
+
+class Normalize(nn.Module):
+    """x ↦ (x − mean) / std per channel; identity when no statistics are given."""
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        mean_t = torch.tensor(mean if mean is not None else [0.0])
+        std_t = torch.tensor(std if std is not None else [1.0])
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return (x - self.mean.flatten()[0].to(x.dtype)) / self.std.flatten()[0].to(x.dtype)
+
+
+class MLP(nn.Module):
+    """Fully connected net: flatten → [Linear → σ] × len(widths) → Linear.
+
+    Args:
+        in_features: input dimension d (images are flattened).
+        widths: hidden widths, e.g. ``(256, 256)``.
+        num_classes: output dimension C.
+        activation: one of :data:`ACTIVATIONS`. Default: ``"relu"``.
+        mean, std: pixel normalisation applied first. Default: none.
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int], num_classes: int,
+                 activation: str = "relu", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers: list[nn.Module] = [nn.Flatten()]
+        previous = in_features
+        for width in widths:
+            layers += [nn.Linear(previous, width), _activation(activation)]
+            previous = width
+        layers.append(nn.Linear(previous, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a linear head: [Conv3×3 → σ → MaxPool2] × 2 → Linear → σ → Linear.
+
+    Args:
+        in_channels: 1 for MNIST, 3 for CIFAR.
+        num_classes: output dimension C.
+        image_size: side of the square input (28 or 32).
+        channels: conv widths. Default: ``(16, 32)``.
+        hidden: width of the linear layer. Default: 128.
+        activation: one of :data:`ACTIVATIONS`. Default: ``"relu"``.
+        mean, std: pixel normalisation applied first.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int,
+                 channels: Sequence[int] = (16, 32), hidden: int = 128,
+                 activation: str = "relu", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers: list[nn.Module] = []
+        previous, side = in_channels, image_size
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 3, padding=1), _activation(activation),
+                       nn.MaxPool2d(2)]
+            previous, side = width, side // 2
+        layers += [nn.Flatten(), nn.Linear(previous * side * side, hidden),
+                   _activation(activation), nn.Linear(hidden, num_classes)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int, activation: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act1, self.act2 = _activation(activation), _activation(activation)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False),
+                                          nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """He et al. (2016) CIFAR ResNet: 3 stages of ``blocks`` basic blocks (ResNet-20 at 3).
+
+    Args:
+        num_classes: output dimension C.
+        in_channels: input channels. Default: 3.
+        width: channels of the first stage (then ×2, ×4). Default: 16.
+        blocks: basic blocks per stage (3 → ResNet-20, 5 → ResNet-32). Default: 3.
+        activation: one of :data:`ACTIVATIONS`. Default: ``"relu"``.
+        mean, std: pixel normalisation applied first.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16, blocks: int = 3,
+                 activation: str = "relu", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width), _activation(activation))
+        stages: list[nn.Module] = []
+        planes = width
+        for stage in range(3):
+            out_planes = width * 2 ** stage
+            for block in range(blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                stages.append(_BasicBlock(planes, out_planes, stride, activation))
+                planes = out_planes
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(planes, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(self.normalize(x))))
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, *,
+                activation: str = "relu", mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None, **kwargs) -> nn.Module:
+    """Build ``"mlp"``, ``"cnn"`` or ``"resnet"`` for inputs of shape ``(C, H, W)`` or ``(d,)``.
+
+    Extra keyword arguments go to the model's constructor (``widths`` for the MLP,
+    ``channels``/``hidden`` for the CNN, ``width``/``blocks`` for the ResNet).
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if name == "mlp":
+        kwargs.setdefault("widths", (256, 256))
+        return MLP(int(torch.tensor(shape).prod()), num_classes=num_classes,
+                   activation=activation, mean=mean, std=std, **kwargs)
+    if name in ("cnn", "resnet") and len(shape) != 3:
+        raise ValueError(f"model {name!r} needs image inputs (C, H, W); got input_shape={shape}.")
+    if name == "cnn":
+        return SmallCNN(shape[0], num_classes, shape[1], activation=activation, mean=mean,
+                        std=std, **kwargs)
+    if name == "resnet":
+        return ResNet20(num_classes, in_channels=shape[0], activation=activation, mean=mean,
+                        std=std, **kwargs)
+    raise ValueError(f"model={name!r} is unknown; choose 'mlp', 'cnn' or 'resnet'.")
+
+
+def functional(model: nn.Module) -> tuple[dict[str, torch.Tensor], Callable[..., torch.Tensor]]:
+    """Return ``(params, f)`` with ``f(params, x) == model(x)`` and ``params`` detached.
+
+    ``params`` holds the trainable parameters only (buffers stay in the model), so
+    ``torch.func`` transforms of ``f`` differentiate with respect to θ exactly.
+    """
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("model has no trainable parameters (all requires_grad=False); "
+                         "nothing to differentiate.")
+
+    def f(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, params, (x,))
+
+    return params, f
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars p."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

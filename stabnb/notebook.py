@@ -1,0 +1,136 @@
+"""Notebook support: validated parameters, profile sizes, figures, and claim verdicts.
+
+A notebook's first code cell calls :func:`setup` on the values of its ``parameters``
+cell; every later cell uses the returned :class:`Notebook`. Claims end the notebook:
+:meth:`Notebook.claim` prints one deterministic verdict line (what nbval compares) and
+:meth:`Notebook.finish` writes every claim, with its numbers, to ``output_path`` as JSON
+(what :mod:`stabnb.runner` collects into the report).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from .checks import resolve_device
+from .io import atomic_open, project_root, write_json
+
+__all__ = ["PROFILES", "Claim", "Notebook", "setup"]
+
+PROFILES = ("smoke", "quick", "paper")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked statement: its name, the sentence, the verdict and the numbers behind it."""
+
+    name: str
+    statement: str
+    verdict: str
+    numbers: dict[str, Any]
+    reconstructed: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) and expected is int or not isinstance(value, expected):
+        wanted = getattr(expected, "__name__", None) or " or ".join(t.__name__ for t in expected)
+        raise TypeError(f"parameter {name}={value!r} has type {type(value).__name__}; "
+                        f"it must be {wanted}.")
+
+
+@dataclass
+class Notebook:
+    """What a notebook's cells share: profile, device, seed, where outputs go, its claims."""
+
+    name: str
+    profile: str
+    seed: int
+    device: torch.device
+    output_path: Path | None
+    figures_dir: Path
+    claims: list[Claim] = field(default_factory=list)
+
+    def pick(self, **by_profile: T) -> T:
+        """The value for this notebook's profile: ``nb.pick(smoke=20, quick=200, paper=2000)``."""
+        missing = [p for p in PROFILES if p not in by_profile]
+        if missing:
+            raise ValueError(f"pick() needs a value for every profile; missing {missing}.")
+        return by_profile[self.profile]
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh CPU generator seeded with ``seed + offset``."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+    def save_figure(self, fig: Any, name: str) -> Path:
+        """Save ``fig`` as ``<figures_dir>/<profile>/<name>.png`` and ``.pdf`` (atomically)."""
+        target = self.figures_dir / self.profile
+        for suffix in ("png", "pdf"):
+            with atomic_open(target / f"{name}.{suffix}", "wb") as handle:
+                fig.savefig(handle, format=suffix, dpi=150, bbox_inches="tight",
+                            metadata={"CreationDate": None} if suffix == "pdf" else None)
+        return target / f"{name}.png"
+
+    def claim(self, name: str, statement: str, passed: bool | None, summary: str,
+              numbers: dict[str, Any], reconstructed: bool = True) -> Claim:
+        """Record a claim and print its verdict line ``name: summary -> verdict``.
+
+        ``passed=None`` means the numbers cannot decide (``inconclusive``). Keep ``summary``
+        to rounded numbers so the printed line is deterministic.
+        """
+        verdict = VERDICTS[2] if passed is None else VERDICTS[0] if passed else VERDICTS[1]
+        claim = Claim(name, statement, verdict, numbers, reconstructed)
+        self.claims = [c for c in self.claims if c.name != name] + [claim]
+        print(f"{name}: {summary} -> {verdict.upper()}")
+        return claim
+
+    def finish(self, **extra: Any) -> None:
+        """Write the claims (and ``extra`` results) to ``output_path`` as JSON, if one is set."""
+        if self.output_path is None:
+            return
+        write_json(self.output_path, {
+            "notebook": self.name, "profile": self.profile, "seed": self.seed,
+            "device": str(self.device), "claims": [c.to_dict() for c in self.claims], **extra})
+
+
+def setup(name: str, *, profile: str, seed: int, device: str, output_path: str | None = None,
+          figures_dir: str | None = None, **parameters: Any) -> Notebook:
+    """Validate a notebook's parameters, seed every generator, and return its :class:`Notebook`.
+
+    Args:
+        name: the notebook's stable name (used in reports).
+        profile: ``"smoke"`` (seconds; tests), ``"quick"`` (minutes on a CPU) or ``"paper"``.
+        seed: base seed; ``random``, ``torch`` (and CUDA) are seeded with it.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        output_path: where :meth:`Notebook.finish` writes the claims JSON. Default: nowhere.
+        figures_dir: root for figures. Default: ``<project>/figures``.
+        **parameters: the notebook's other parameters, as ``name=(value, expected_type)``;
+            each is type-checked so a wrongly injected value fails here, by name.
+
+    Raises:
+        ValueError: unknown profile or device.
+        TypeError: a parameter of the wrong type.
+    """
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ValueError(f"parameter profile={profile!r} is unknown; allowed values: {PROFILES}.")
+    _check_type("seed", seed, int)
+    _check_type("device", device, str)
+    for key, (value, expected) in parameters.items():
+        _check_type(key, value, expected)
+    if output_path is not None:
+        _check_type("output_path", output_path, str)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return Notebook(
+        name=name, profile=profile, seed=seed, device=resolve_device(device),
+        output_path=Path(output_path) if output_path else None,
+        figures_dir=Path(figures_dir) if figures_dir else (project_root() or Path.cwd()) / "figures",
+    )

@@ -1,0 +1,235 @@
+"""Training: a plain minibatch loop with an optional regulariser, checkpoints and resume.
+
+``loss = cross_entropy(model(x), y) + regularizer(model, x, y)``. A regulariser is any
+callable with that signature returning a scalar (its strength λ included); if it has
+``state_dict``/``load_state_dict`` (carried power-iteration vectors, say) that state is
+checkpointed with the model.
+
+Checkpoints live in ``checkpoint_dir`` under a key hashed from everything that decides the
+result (config, architecture, initial weights, data, regulariser), are written atomically
+at the end of every epoch, and make a finished run free to repeat and an interrupted one
+resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import check_finite, resolve_device
+from .io import save_torch
+from .progress import progress
+
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_accuracy", "predict"]
+
+Regularizer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run, in one place.
+
+    Attributes:
+        epochs: passes over the training set. Default: 5.
+        batch_size: minibatch size. Default: 128.
+        lr: peak learning rate. Default: 0.05.
+        optimizer: ``"sgd"`` (Nesterov momentum) or ``"adam"``. Default: ``"sgd"``.
+        momentum: SGD momentum. Default: 0.9.
+        weight_decay: L2 weight decay. Default: 5e-4.
+        schedule: ``"cosine"`` (to zero over all steps) or ``"constant"``. Default: ``"cosine"``.
+        seed: seeds the minibatch order. Default: 0.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``. Default: ``"auto"``.
+        precision: ``"float32"`` or ``"bfloat16"`` (autocast, CUDA only). Default: ``"float32"``.
+        progress: show a progress bar (``None``: the ``STABNB_PROGRESS`` setting).
+        checkpoint_dir: where checkpoints go; ``None`` keeps none. Default: ``None``.
+    """
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "float32"
+    progress: bool | None = None
+    checkpoint_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES),
+                                     ("precision", self.precision, PRECISIONS)):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is unknown; choose one of {allowed}.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be positive.")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run did: per-epoch history, final accuracy, and where its checkpoint is."""
+
+    history: list[dict[str, float]]
+    eval_accuracy: float | None
+    wall_time: float
+    device: str
+    key: str
+    checkpoint: str | None
+    resumed_from_epoch: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fingerprint(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_key(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+            regularizer: Regularizer | None, device: torch.device) -> str:
+    """Hash of config, architecture, initial weights, data and regulariser: the checkpoint key."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "checkpoint_dir", "device")}
+    description = json.dumps({
+        "config": settings, "device": device.type, "model": repr(model),
+        "weights": _fingerprint(*model.state_dict().values()), "data": _fingerprint(x, y),
+        "regularizer": repr(regularizer),
+    }, sort_keys=True)
+    return hashlib.sha256(description.encode()).hexdigest()[:20]
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in batches, without gradients, on the model's device."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
+
+
+def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                      batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` (model put in eval mode)."""
+    model.eval()
+    logits = predict(model, x, batch_size=batch_size)
+    return float((logits.argmax(1).cpu() == y.cpu()).float().mean())
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: TrainConfig, *,
+          regularizer: Regularizer | None = None, eval_x: torch.Tensor | None = None,
+          eval_y: torch.Tensor | None = None) -> TrainResult:
+    """Train ``model`` in place on ``(train_x, train_y)``; return its history (model left in eval mode).
+
+    Args:
+        model: the network; it is moved to ``cfg.device``.
+        train_x, train_y: inputs (pixel units for stabnb models) and int64 labels.
+        cfg: the :class:`TrainConfig`.
+        regularizer: ``reg(model, x, y) -> scalar`` added to the loss. Default: none.
+        eval_x, eval_y: held-out data, evaluated after every epoch. Default: none.
+
+    Raises:
+        ValueError: mismatched shapes, non-finite data or a non-finite loss (with the epoch
+            and step where it appeared).
+    """
+    if train_x.shape[0] != train_y.shape[0]:
+        raise ValueError(f"train_x has {train_x.shape[0]} samples but train_y has {train_y.shape[0]}.")
+    if train_x.is_floating_point():
+        check_finite(train_x, "train_x")
+    device = resolve_device(cfg.device)
+    model.to(device)
+    key = run_key(model, train_x, train_y, cfg, regularizer, device)
+    checkpoint = Path(cfg.checkpoint_dir) / f"{key}.pt" if cfg.checkpoint_dir else None
+
+    optimizer = _optimizer(model, cfg)
+    steps_per_epoch = -(-len(train_x) // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+        if cfg.schedule == "cosine" else (lambda step: 1.0))
+    order = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    start_epoch, wall_before = 0, 0.0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        order.set_state(state["order"])
+        if regularizer is not None and hasattr(regularizer, "load_state_dict") and state["regularizer"]:
+            regularizer.load_state_dict(state["regularizer"])
+        history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_time"]
+
+    x_all, y_all = train_x.to(device), train_y.to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=cfg.precision == "bfloat16" and device.type == "cuda")
+    started = time.perf_counter()
+    for epoch in progress(range(start_epoch, cfg.epochs), desc="epochs", total=cfg.epochs - start_epoch,
+                          enabled=cfg.progress):
+        model.train()
+        permutation = torch.randperm(len(x_all), generator=order).to(device)
+        sums = torch.zeros(3, device=device)  # loss, penalty, correct
+        for step in range(steps_per_epoch):
+            index = permutation[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x, y = x_all[index], y_all[index]
+            with autocast:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            penalty = regularizer(model, x, y) if regularizer is not None else torch.zeros((), device=device)
+            total = loss + penalty
+            if not torch.isfinite(total):
+                raise ValueError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
+                                 f"(loss={loss.item():.4g}, penalty={penalty.item():.4g}); "
+                                 "lower lr or the regulariser strength.")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            scheduler.step()
+            sums += torch.stack([loss.detach() * len(y), penalty.detach() * len(y),
+                                 (logits.argmax(1) == y).sum()])
+        loss_mean, penalty_mean, correct = (sums / len(x_all)).tolist()
+        record = {"epoch": epoch + 1, "loss": loss_mean, "penalty": penalty_mean,
+                  "train_accuracy": correct}
+        if eval_x is not None and eval_y is not None:
+            record["eval_accuracy"] = evaluate_accuracy(model, eval_x, eval_y)
+        history.append(record)
+        if checkpoint is not None:
+            reg_state = regularizer.state_dict() if hasattr(regularizer, "state_dict") else None
+            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "order": order.get_state(),
+                        "regularizer": reg_state, "history": history, "epoch": epoch + 1,
+                        "wall_time": wall_before + time.perf_counter() - started}, checkpoint)
+    model.eval()
+    return TrainResult(
+        history=history,
+        eval_accuracy=history[-1].get("eval_accuracy") if history else None,
+        wall_time=wall_before + time.perf_counter() - started, device=str(device), key=key,
+        checkpoint=str(checkpoint) if checkpoint else None, resumed_from_epoch=start_epoch,
+        config=asdict(cfg))

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from stabnb.models import ACTIVATIONS, MLP, Normalize, build_model, functional, num_parameters
+
+
+@pytest.mark.parametrize("name,shape", [("mlp", (1, 28, 28)), ("cnn", (1, 28, 28)),
+                                        ("cnn", (3, 32, 32)), ("resnet", (3, 32, 32))])
+def test_models_map_pixel_images_to_logits(name, shape):
+    model = build_model(name, shape, 10).eval()
+    assert model(torch.rand(2, *shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_every_activation_builds(activation):
+    model = MLP(4, (6,), 3, activation=activation)
+    assert model(torch.rand(5, 4)).shape == (5, 3)
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="activation='swish' is unknown"):
+        MLP(4, (6,), 3, activation="swish")
+    with pytest.raises(ValueError, match="model='vit' is unknown"):
+        build_model("vit", (1, 28, 28), 10)
+    with pytest.raises(ValueError, match="needs image inputs"):
+        build_model("cnn", (784,), 10)
+
+
+def test_normalize_layer_uses_recorded_statistics():
+    layer = Normalize((0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
+    x = torch.rand(2, 3, 4, 4)
+    expected = (x - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1)) / torch.tensor([0.5, 0.25, 1.0]).view(1, 3, 1, 1)
+    assert torch.allclose(layer(x), expected)
+
+
+def test_functional_view_matches_model_and_counts_parameters():
+    model = build_model("cnn", (1, 28, 28), 10, mean=(0.1307,), std=(0.3081,)).eval()
+    params, f = functional(model)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(f(params, x), model(x))
+    assert all(not p.requires_grad for p in params.values())
+    assert num_parameters(model) == sum(p.numel() for p in params.values())
+    frozen = MLP(4, (6,), 3).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        functional(frozen)

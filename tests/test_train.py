@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from stabnb.data import gaussian_mixture, load_dataset
+from stabnb.models import MLP, build_model
+from stabnb.train import TrainConfig, evaluate_accuracy, train
+
+
+def _toy(seed=0):
+    x, y = gaussian_mixture(256, 8, 3, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    return MLP(8, (16,), 3), x, y
+
+
+def test_short_mnist_run_beats_chance_clearly(offline_root):
+    train_data = load_dataset("mnist", "train", offline_root=offline_root).subset(6000)
+    test_data = load_dataset("mnist", "test", offline_root=offline_root).subset(1000)
+    torch.manual_seed(0)
+    model = build_model("mlp", train_data.input_shape, 10, mean=train_data.mean, std=train_data.std,
+                        widths=(128,))
+    result = train(model, train_data.pixels(), train_data.labels,
+                   TrainConfig(epochs=1, batch_size=64, lr=0.05, device="cpu", progress=False),
+                   eval_x=test_data.pixels(), eval_y=test_data.labels)
+    assert result.eval_accuracy > 0.85
+    assert not model.training
+
+
+def test_same_seed_gives_same_weights():
+    cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", progress=False)
+    weights = []
+    for _ in range(2):
+        model, x, y = _toy()
+        train(model, x, y, cfg)
+        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    model, x, y = _toy()
+    train(model, x, y, TrainConfig(epochs=2, batch_size=32, device="cpu", progress=False, seed=1))
+    assert not torch.equal(weights[0], torch.cat([p.flatten() for p in model.parameters()]))
+
+
+class _Penalty:
+    """λ‖θ‖² with a call counter as carried state; fails on a chosen call to simulate a crash."""
+
+    def __init__(self, strength, fail_at=None):
+        self.strength, self.fail_at, self.calls = strength, fail_at, 0
+
+    def __call__(self, model, inputs, targets):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.strength * sum((p ** 2).sum() for p in model.parameters())
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+    def __repr__(self):
+        return f"_Penalty({self.strength})"
+
+
+def test_regulariser_enters_the_loss():
+    model, x, y = _toy()
+    result = train(model, x, y, TrainConfig(epochs=1, batch_size=64, device="cpu", progress=False),
+                   regularizer=_Penalty(1e-3))
+    assert result.history[0]["penalty"] > 0
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=64, device="cpu", progress=False, checkpoint_dir=str(tmp_path))
+    model, x, y = _toy()
+    reference = train(model, x, y, TrainConfig(epochs=3, batch_size=64, device="cpu", progress=False),
+                      regularizer=_Penalty(1e-3))
+    expected = torch.cat([p.flatten() for p in model.parameters()])
+
+    model, x, y = _toy()
+    with pytest.raises(KeyboardInterrupt):  # 4 steps an epoch: dies in epoch 2
+        train(model, x, y, cfg, regularizer=_Penalty(1e-3, fail_at=6))
+    assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob(".*tmp"))
+    model, x, y = _toy()
+    penalty = _Penalty(1e-3)
+    resumed = train(model, x, y, cfg, regularizer=penalty)
+    assert resumed.resumed_from_epoch == 1 and penalty.calls == 12
+    assert torch.allclose(torch.cat([p.flatten() for p in model.parameters()]), expected)
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in reference.history])
+
+    model, x, y = _toy()
+    finished = train(model, x, y, cfg, regularizer=_Penalty(1e-3))
+    assert finished.resumed_from_epoch == 3 and finished.key == resumed.key
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="optimizer='lbfgs' is unknown"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="epochs=0"):
+        TrainConfig(epochs=0)
+    model, x, y = _toy()
+    with pytest.raises(ValueError, match="device='gpu0' is not a device name"):
+        train(model, x, y, TrainConfig(device="gpu0"))
+    x[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="train_x contains 1 non-finite"):
+        train(model, x, y, TrainConfig(device="cpu"))
+
+
+def test_diverging_loss_is_reported():
+    model, x, y = _toy()
+    with pytest.raises(ValueError, match="non-finite loss at epoch 1"):
+        train(model, x * 1e30, y, TrainConfig(epochs=1, lr=1e6, device="cpu", progress=False))
+
+
+def test_evaluate_accuracy_counts_correct_predictions():
+    model, x, y = _toy()
+    logits_argmax = model.eval()(x).argmax(1)
+    assert evaluate_accuracy(model, x, logits_argmax) == 1.0
