@@ -26,7 +26,7 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	STABNB_PROFILE=smoke STABNB_PROGRESS=0 MPLBACKEND=Agg PYTHONHASHSEED=0 \
-		$(BIN)/python -m pytest -n $(JOBS) --nbval-lax tests notebooks
+		$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax tests notebooks
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
