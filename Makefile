@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
 DEVICE ?= auto
-JOBS ?= 2
+JOBS ?=
 # Offline copies of MNIST/CIFAR-10: used when ../shared/data exists; override or unset as you like.
 STABNB_OFFLINE_DATA ?= $(if $(wildcard ../shared/data/SHA256SUMS),$(abspath ../shared/data))
 export STABNB_OFFLINE_DATA
@@ -22,11 +22,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(BIN)/python -m stabnb reproduce --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS)
+	$(BIN)/python -m stabnb reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(JOBS),--jobs $(JOBS))
 
 test: $(VENV)/.installed
 	STABNB_PROFILE=smoke STABNB_PROGRESS=0 MPLBACKEND=Agg PYTHONHASHSEED=0 \
-		$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax tests notebooks
+		$(BIN)/python -m pytest -n $(or $(JOBS),2) --dist loadfile --nbval-lax tests notebooks
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py

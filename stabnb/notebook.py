@@ -9,6 +9,7 @@ cell; every later cell uses the returned :class:`Notebook`. Claims end the noteb
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ class Notebook:
     output_path: Path | None
     figures_dir: Path
     claims: list[Claim] = field(default_factory=list)
+    skipped: str | None = None
 
     def pick(self, **by_profile: T) -> T:
         """The value for this notebook's profile: ``nb.pick(smoke=20, quick=200, paper=2000)``."""
@@ -92,13 +94,22 @@ class Notebook:
         print(f"{name}: {summary} -> {verdict.upper()}")
         return claim
 
+    def skip(self, reason: str) -> None:
+        """Mark the notebook as skipped (say, its data cannot be had here) and print why.
+
+        The runner reports a skipped notebook as such, neither passed nor failed.
+        """
+        self.skipped = reason
+        print(f"{self.name}: SKIPPED ({reason})")
+
     def finish(self, **extra: Any) -> None:
         """Write the claims (and ``extra`` results) to ``output_path`` as JSON, if one is set."""
         if self.output_path is None:
             return
         write_json(self.output_path, {
             "notebook": self.name, "profile": self.profile, "seed": self.seed,
-            "device": str(self.device), "claims": [c.to_dict() for c in self.claims], **extra})
+            "device": str(self.device), "claims": [c.to_dict() for c in self.claims],
+            **({"skipped": self.skipped} if self.skipped else {}), **extra})
 
 
 def setup(name: str, *, profile: str, seed: int, device: str, output_path: str | None = None,
@@ -111,7 +122,7 @@ def setup(name: str, *, profile: str, seed: int, device: str, output_path: str |
         seed: base seed; ``random``, ``torch`` (and CUDA) are seeded with it.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         output_path: where :meth:`Notebook.finish` writes the claims JSON. Default: nowhere.
-        figures_dir: root for figures. Default: ``<project>/figures``.
+        figures_dir: root for figures. Default: ``$STABNB_FIGURES_DIR``, else ``<project>/figures``.
         **parameters: the notebook's other parameters, as ``name=(value, expected_type)``;
             each is type-checked so a wrongly injected value fails here, by name.
 
@@ -132,5 +143,6 @@ def setup(name: str, *, profile: str, seed: int, device: str, output_path: str |
     return Notebook(
         name=name, profile=profile, seed=seed, device=resolve_device(device),
         output_path=Path(output_path) if output_path else None,
-        figures_dir=Path(figures_dir) if figures_dir else (project_root() or Path.cwd()) / "figures",
+        figures_dir=Path(figures_dir or os.environ.get("STABNB_FIGURES_DIR")
+                         or (project_root() or Path.cwd()) / "figures"),
     )

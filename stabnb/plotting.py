@@ -6,11 +6,27 @@ none computes anything expensive, and none saves (``Notebook.save_figure`` does)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 import matplotlib.pyplot as plt
 import seaborn as sns
+import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
-__all__ = ["new_figure"]
+__all__ = [
+    "new_figure",
+    # kernels and concentration
+    "plot_slack_ecdf", "plot_noise_absorption", "plot_gradient_flow", "plot_gd_step_sizes",
+    "plot_hessian_vs_ntk", "plot_concentration",
+    # theory R1-R6
+    "plot_error_ecdf", "plot_bound_vs_actual", "plot_bound_chain", "plot_saliency_jumps",
+    "plot_operator_spectra",
+    # experiments
+    "plot_strength_sweep", "plot_regularizer_effects",
+]
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.0,
@@ -20,3 +36,262 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.0,
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
                              layout="constrained", squeeze=False)
     return fig, axes if nrows * ncols > 1 else axes[0, 0]
+
+
+# --- kernels and concentration ---
+
+def plot_slack_ecdf(slack_by_group: dict[str, Any], *, title: str,
+                    xlabel: str = "slack = bound ÷ actual") -> Figure:
+    """Empirical CDFs of slack (bound ÷ actual, log x axis), one line per group."""
+    fig, ax = new_figure()
+    for label, slack in slack_by_group.items():
+        values = torch.as_tensor(slack, dtype=torch.float64).flatten().sort().values
+        values = values[torch.isfinite(values)]
+        ax.step(values.cpu().numpy(), torch.linspace(0, 1, values.numel()).numpy(), where="post",
+                label=f"{label} (median {float(values.median()):.3g})")
+    ax.axvline(1.0, color="black", lw=0.8, ls="--")
+    ax.set(xscale="log", xlabel=xlabel, ylabel="fraction of cases", title=title)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.2))
+    return fig
+
+
+def plot_noise_absorption(result: Any) -> Figure:
+    """Fraction 1 − e^{−ηλᵢt} of label noise fitted along each NTK eigendirection vs ηt (R7).
+
+    ``result`` is a :class:`stabnb.kernels.GradientFlowNoiseResult`; lines are coloured by
+    log λᵢ, so the slow absorption of small-eigenvalue directions shows as a colour gradient.
+    """
+    fig, ax = new_figure(width=4.6)
+    eigenvalues = result.eigenvalues.clamp_min(torch.finfo(result.eigenvalues.dtype).tiny)
+    colours = plt.get_cmap("viridis")(
+        ((eigenvalues.log() - eigenvalues.log().min())
+         / (eigenvalues.log().max() - eigenvalues.log().min()).clamp_min(1e-12)).cpu().numpy())
+    positive = result.times > 0
+    scaled_time = (result.lr * result.times[positive]).cpu().numpy()
+    for i in range(eigenvalues.numel()):
+        ax.plot(scaled_time, result.absorbed[positive, i].cpu().numpy(), color=colours[i], lw=0.8)
+    ax.set(xscale="log", xlabel="ηt", ylabel="fraction of noise fitted",
+           title="noise absorbed per NTK eigendirection")
+    mappable = plt.cm.ScalarMappable(
+        cmap="viridis", norm=plt.Normalize(float(eigenvalues.log10().min()),
+                                           float(eigenvalues.log10().max())))
+    fig.colorbar(mappable, ax=ax, label="log₁₀ λᵢ(K)")
+    return fig
+
+
+def plot_gradient_flow(flow: Any, simulated: Any | None = None) -> Figure:
+    """‖r_t‖ of linearised gradient flow against its bound e^{−ηλ_min t}‖r_0‖ (R8).
+
+    ``flow`` is a :class:`stabnb.kernels.GradientFlowResult`; ``simulated`` an optional
+    :class:`stabnb.kernels.GradientDescentResult` at a small step h, drawn at t = h·k (η = 1).
+    """
+    fig, ax = new_figure()
+    times = (flow.lr * flow.times).cpu().numpy()
+    ax.plot(times, flow.residual_norms.cpu().numpy(), label=r"closed form $\|e^{-\eta K t} r_0\|$")
+    ax.plot(times, flow.bounds.cpu().numpy(), ls="--", color="black",
+            label=r"bound $e^{-\eta\lambda_{\min} t}\|r_0\|$")
+    if simulated is not None:
+        ax.plot((simulated.lr * simulated.steps).cpu().numpy(),
+                simulated.residual_norms.cpu().numpy(), ls="", marker=".", ms=3,
+                label="simulated GD, small step")
+    ax.set(yscale="log", xlabel="ηt", ylabel="‖r_t‖", title="linearised gradient flow")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_gd_step_sizes(results: Sequence[Any], factors: Sequence[float]) -> Figure:
+    """‖r_k‖ of linearised gradient descent for step sizes η = factor × 2/λ_max (R8)."""
+    fig, ax = new_figure(width=4.6)
+    colours = sns.color_palette("coolwarm", len(factors))
+    for result, factor, colour in zip(results, factors, colours):
+        ax.plot(result.steps.cpu().numpy(), result.residual_norms.cpu().numpy(), color=colour,
+                label=f"η = {factor:g} × 2/λ$_{{\\max}}$")
+    ax.set(yscale="log", xlabel="step k", ylabel="‖r_k‖", title="gradient descent around 2/λ_max")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_hessian_vs_ntk(comparisons: Sequence[Any]) -> Figure:
+    """|λ_max(H) − λ_max(K)/n| / (λ_max(K)/n) against the RMS residual (R8)."""
+    fig, ax = new_figure()
+    rms = [c.residual_rms for c in comparisons if c.residual_rms > 0]
+    gaps = [c.relative_gap for c in comparisons if c.residual_rms > 0]
+    ax.scatter(rms, gaps, s=10)
+    ax.set(xscale="log", yscale="log", xlabel="RMS residual ‖f(x) − y‖",
+           ylabel="relative gap of λ_max(H) to λ_max(K)/n", title="MSE Hessian vs NTK / n")
+    return fig
+
+
+def plot_concentration(checks: dict[str, Any]) -> Figure:
+    """Typical sensitivity against effective rank at a fixed operator norm, one panel a family.
+
+    Each value is a :class:`stabnb.bounds.TypicalSensitivityCheck`. Everything is divided by
+    σ²‖J‖₂² (``worst_case / d``), so the Monte Carlo mean sits at ≈ srank, the entropy bound on
+    the line y = exp(H) and the worst case at y = d.
+    """
+    fig, axes = new_figure(ncols=len(checks), width=4.0)
+    axes = list(axes.flat) if len(checks) > 1 else [axes]
+    for ax, (label, check) in zip(axes, checks.items()):
+        unit = check.entropy_bound / check.effective_rank                 # σ²‖J‖₂²
+        dim = float((check.worst_case / unit)[0])
+        erank = check.effective_rank.cpu().numpy()
+        ax.scatter(erank, (check.monte_carlo / unit).cpu().numpy(), s=10,
+                   label="Monte Carlo E‖Jξ‖²")
+        ax.scatter(erank, (check.entropy_bound / unit).cpu().numpy(), s=6, marker="x",
+                   color="black", label="entropy bound σ²‖J‖₂²exp(H)")
+        ax.axhline(dim, color="tab:red", ls="--", label=f"worst case σ²d‖J‖₂² (d = {dim:g})")
+        ax.set(xscale="log", yscale="log", xlabel="effective rank exp(H)",
+               ylabel="sensitivity ÷ σ²‖J‖₂²", title=label)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[0].legend(fontsize="small")
+    return fig
+
+
+# --- theory R1-R6 ---
+
+def _finite(values: Any) -> torch.Tensor:
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    return values[torch.isfinite(values)]
+
+
+def plot_error_ecdf(errors_by_group: dict[str, Any], *, tolerance: float, title: str,
+                    xlabel: str = "relative error") -> Figure:
+    """Empirical CDFs of errors (log x axis), one line per group, the tolerance dashed (R1)."""
+    fig, ax = new_figure()
+    for label, errors in errors_by_group.items():
+        values = _finite(errors).clamp_min(torch.finfo(torch.float64).tiny).sort().values
+        ax.step(values.numpy(), torch.linspace(0, 1, values.numel()).numpy(), where="post",
+                label=f"{label} (max {float(values.max()):.1e})")
+    ax.axvline(tolerance, color="black", lw=0.8, ls="--", label=f"tolerance {tolerance:.1e}")
+    ax.set(xscale="log", xlabel=xlabel, ylabel="fraction of samples", title=title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_bound_vs_actual(actual_by_group: dict[str, Any], bound_by_group: dict[str, Any], *,
+                         title: str, xlabel: str = "actual", ylabel: str = "bound") -> Figure:
+    """Bound against actual value per sample (log–log), one colour per group, y = x dashed.
+
+    Points above the diagonal are cases where the bound holds; their height above it is the
+    slack.
+    """
+    fig, ax = new_figure()
+    low, high = math.inf, 0.0
+    for label, actual in actual_by_group.items():
+        x = torch.as_tensor(actual, dtype=torch.float64).flatten()
+        y = torch.as_tensor(bound_by_group[label], dtype=torch.float64).flatten()
+        keep = torch.isfinite(x) & torch.isfinite(y) & (x > 0) & (y > 0)
+        ax.scatter(x[keep].numpy(), y[keep].numpy(), s=8, alpha=0.7, label=label)
+        if bool(keep.any()):
+            low = min(low, float(x[keep].min()), float(y[keep].min()))
+            high = max(high, float(x[keep].max()), float(y[keep].max()))
+    if high > 0:
+        ax.plot([low, high], [low, high], color="black", lw=0.8, ls="--", label="bound = actual")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_bound_chain(levels: dict[str, Any], *, title: str, ylabel: str) -> Figure:
+    """Box plots (log y) of several quantities side by side, e.g. the R3 chain of bounds.
+
+    ``levels`` maps a label to per-sample values, in the order the chain is read.
+    """
+    fig, ax = new_figure(width=max(4.0, 1.1 * len(levels)))
+    data = [_finite(v).numpy() for v in levels.values()]
+    ax.boxplot(data, whis=(5, 95), showfliers=False)
+    for position, values in enumerate(data, start=1):
+        jitter = torch.linspace(-0.15, 0.15, len(values)).numpy() if len(values) else []
+        ax.scatter(position + jitter, values, s=3, alpha=0.3, color="tab:blue")
+    ax.set_xticks(range(1, len(levels) + 1), list(levels), rotation=20, ha="right")
+    ax.set(yscale="log", ylabel=ylabel, title=title)
+    return fig
+
+
+def plot_saliency_jumps(gate_flips: Any, relative_change: Any, *, title: str) -> Figure:
+    """ReLU saliency change ‖a(x+δ) − a(x)‖/‖a(x)‖ against the number of flipped gates (R5).
+
+    Cases without a flip sit at 0 (piecewise constant); any flip gives a jump.
+    """
+    fig, ax = new_figure()
+    flips = torch.as_tensor(gate_flips, dtype=torch.float64).flatten()
+    change = torch.as_tensor(relative_change, dtype=torch.float64).flatten()
+    jitter = torch.linspace(-0.2, 0.2, flips.numel()) if flips.numel() else flips
+    ax.scatter((flips + jitter).numpy(), change.numpy(), s=8, alpha=0.6)
+    ax.set(xlabel="ReLU gates flipped between x and x+δ", ylabel="relative saliency change",
+           title=title)
+    return fig
+
+
+def plot_operator_spectra(spectra: dict[str, Any], *, title: str) -> Figure:
+    """Each operator's spectrum, descending and divided by its largest value (log y)."""
+    fig, ax = new_figure(width=4.6)
+    for label, values in spectra.items():
+        values = _finite(values).abs().sort(descending=True).values
+        values = values[values > 0]
+        ax.plot(range(1, values.numel() + 1), (values / values[0]).numpy(), marker=".", ms=3,
+                label=f"{label} (top {float(values[0]):.3g})")
+    ax.set(xscale="log", yscale="log", xlabel="index i", ylabel="value ÷ largest", title=title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+# --- experiments ---
+
+def plot_strength_sweep(summary: Any, metrics: Sequence[str], *, model: str,
+                        labels: dict[str, str] | None = None) -> Figure:
+    """Each metric against λ for one model: mean over seeds with its interval, one line per
+    regulariser, the baseline (λ = 0) as a grey band.
+
+    ``summary`` is a long table from :func:`stabnb.report.summary_table` (columns
+    ``model``, ``regularizer``, ``strength``, ``metric``, ``mean``, ``lo``, ``hi``).
+    """
+    fig, axes = new_figure(ncols=len(metrics), width=3.3, height=2.8)
+    axes = [axes] if len(metrics) == 1 else list(axes.flat)
+    table = summary[summary["model"] == model]
+    for ax, metric in zip(axes, metrics):
+        rows = table[table["metric"] == metric]
+        base = rows[rows["regularizer"] == "none"]
+        if not base.empty:
+            b = base.iloc[0]
+            ax.axhline(b["mean"], color="grey", lw=1, label="baseline")
+            if math.isfinite(b["lo"]):
+                ax.axhspan(b["lo"], b["hi"], color="grey", alpha=0.2, lw=0)
+        for i, (name, group) in enumerate(rows[rows["regularizer"] != "none"].groupby("regularizer")):
+            group = group.sort_values("strength")
+            spread = (group["mean"] - group["lo"], group["hi"] - group["mean"])
+            has_ci = bool(group["lo"].notna().all())
+            ax.errorbar(group["strength"], group["mean"], yerr=spread if has_ci else None,
+                        marker="o", ms=3, capsize=2, color=f"C{i}", label=name)
+        ax.set(xscale="log", xlabel="λ", title=(labels or {}).get(metric, metric))
+    axes[0].legend(fontsize="x-small", frameon=False)
+    fig.suptitle(model)
+    return fig
+
+
+def plot_regularizer_effects(effects: Sequence[Any], *, model: str) -> Figure:
+    """Relative change (%) against the baseline at each regulariser's modest λ: attribution
+    instability next to each global summary, with intervals over seeds.
+
+    ``effects`` are :class:`stabnb.report.RegularizerEffect`; the attribution bar is the
+    negated improvement (a drop in instability is negative), so every bar reads as a change.
+    """
+    mine = [e for e in effects if e.model == model and e.improvement is not None]
+    names = list(mine[0].summary_changes) if mine else []
+    series = [f"instability ({mine[0].metric})" if mine else "instability", *names]
+    fig, ax = new_figure(width=max(4.0, 1.3 * len(mine) + 2), height=3.0)
+    width = 0.8 / max(len(series), 1)
+    for j, label in enumerate(series):
+        for i, e in enumerate(mine):
+            interval = e.improvement if j == 0 else e.summary_changes[label]
+            sign = -1.0 if j == 0 else 1.0
+            mean, lo, hi = (100 * sign * v for v in (interval.mean, interval.lo, interval.hi))
+            err = None if math.isnan(lo) else [[mean - min(lo, hi)], [max(lo, hi) - mean]]
+            ax.bar(i + (j - (len(series) - 1) / 2) * width, mean, width, yerr=err, capsize=2,
+                   color=f"C{j}", label=label if i == 0 else None)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(mine)), [f"{e.regularizer}\nλ={e.strength:g}" for e in mine],
+                  fontsize="x-small")
+    ax.set(ylabel="change vs baseline (%)", title=f"{model}: modest regularisation")
+    ax.legend(fontsize="x-small", frameon=False)
+    return fig

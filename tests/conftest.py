@@ -18,3 +18,15 @@ def offline_root() -> Path:
     if not value or not Path(value, "SHA256SUMS").exists():
         pytest.skip("real data tests need STABNB_OFFLINE_DATA (make test sets it to ../shared/data)")
     return Path(value)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One torch thread per xdist worker: the tests' tiny kernels lose up to 100× to OpenMP
+    contention when two workers share two cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -42,3 +42,14 @@ def test_figures_are_saved_as_png_and_pdf(tmp_path):
     path = nb.save_figure(fig, "line")
     assert path == tmp_path / "smoke" / "line.png"
     assert sorted(p.name for p in (tmp_path / "smoke").iterdir()) == ["line.pdf", "line.png"]
+
+
+def test_skipped_notebook_says_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STABNB_FIGURES_DIR", str(tmp_path / "env-figs"))
+    out = tmp_path / "claims.json"
+    nb = setup("E9", profile="smoke", seed=0, device="cpu", output_path=str(out))
+    assert nb.figures_dir == tmp_path / "env-figs"
+    nb.skip("no source has cifar100/train")
+    nb.finish()
+    assert capsys.readouterr().out == "E9: SKIPPED (no source has cifar100/train)\n"
+    assert json.loads(out.read_text())["skipped"] == "no source has cifar100/train"

@@ -1,0 +1,568 @@
+"""Spectral algorithms on any operator or dense tensor: top-k, trace, density, full spectrum.
+
+Every function takes ``A``, a :class:`stabnb.operators.LinearOperator` or a dense 2-D tensor
+(anything with ``shape``, ``dtype``, ``device``, ``@`` and ``.T``), and knows nothing of
+models. Costs are counted in matrix-vector products (``num_matvecs``). Random probes come
+from ``generator`` (any device; draws are moved to ``A``'s), or, when it is ``None``, from a
+fresh generator seeded with ``seed``: one seed, one output. Estimates carry their error
+(Ritz residuals, standard errors); not converging is a result (``converged=False``), while a
+non-finite product stops the iteration with ``FloatingPointError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .operators import LinearOperator
+
+__all__ = [
+    "LanczosResult", "PowerIterationResult", "TraceEstimate", "SpectralDensity",
+    "power_iteration", "lanczos", "top_singular_values", "hutchinson_trace", "hutchpp_trace",
+    "slq_density", "full_spectrum",
+]
+
+Operator = LinearOperator | Tensor
+DISTRIBUTIONS = ("rademacher", "gaussian")
+
+
+# --------------------------------------------------------------------------- results
+
+def _settings(A: Operator, seed: int | None) -> dict[str, Any]:
+    return {"seed": seed, "dtype": str(A.dtype).replace("torch.", ""), "device": str(A.device)}
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """Top (or bottom) k eigenpairs from Lanczos.
+
+    Attributes:
+        values: (k,) eigenvalues, descending for ``which="largest"``, ascending for
+            ``"smallest"`` (singular values, descending, for :func:`top_singular_values`).
+        vectors: (dim, k) Ritz vectors, unit norm (right singular vectors for SVD).
+        residuals: (k,) ``‖A v − θ v‖`` of each pair, a bound on its eigenvalue error.
+        converged: every residual ≤ ``tol · ‖A‖`` (‖A‖ estimated by the largest |Ritz value|).
+        num_matvecs: products with ``A`` used.
+    """
+
+    values: Tensor
+    vectors: Tensor
+    residuals: Tensor
+    converged: bool
+    num_matvecs: int
+    num_iters: int
+    tol: float
+    which: str
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": self.values.tolist(), "residuals": self.residuals.tolist(),
+                "converged": self.converged, "num_matvecs": self.num_matvecs,
+                "num_iters": self.num_iters, "tol": self.tol, "which": self.which,
+                **self.settings}
+
+
+@dataclass(frozen=True)
+class PowerIterationResult:
+    """Dominant eigenpair (largest |λ|) of a symmetric operator, with its residual."""
+
+    value: float
+    vector: Tensor
+    residual: float
+    converged: bool
+    num_matvecs: int
+    tol: float
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "residual": self.residual, "converged": self.converged,
+                "num_matvecs": self.num_matvecs, "tol": self.tol, **self.settings}
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """A stochastic trace estimate ``value ± std_error`` (one standard error)."""
+
+    value: float
+    std_error: float
+    num_matvecs: int
+    method: str
+    distribution: str
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "std_error": self.std_error,
+                "num_matvecs": self.num_matvecs, "method": self.method,
+                "distribution": self.distribution, **self.settings}
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """Smoothed spectral density ``φ(t) = (1/S) Σ_s Σ_j τ_sj g_σ(t − θ_sj)`` from SLQ.
+
+    Attributes:
+        grid: (num_points,) evaluation points.
+        density: (num_points,) φ on the grid; ``∫φ = 1`` (the grid covers ±6σ around the nodes).
+        nodes, weights: (num_samples, num_iters) Gauss quadrature nodes θ and weights τ
+            (each row of weights sums to 1); unused slots after an early breakdown hold
+            weight 0.
+        trace: ``dim · (1/S) Σ_s Σ_j τ_sj θ_sj``, the first moment (a Hutchinson estimate).
+        sigma: Gaussian broadening width.
+    """
+
+    grid: Tensor
+    density: Tensor
+    nodes: Tensor
+    weights: Tensor
+    trace: float
+    sigma: float
+    num_matvecs: int
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": self.grid.tolist(), "density": self.density.tolist(),
+                "nodes": self.nodes.tolist(), "weights": self.weights.tolist(),
+                "trace": self.trace, "sigma": self.sigma, "num_matvecs": self.num_matvecs,
+                **self.settings}
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _square_dim(A: Operator) -> int:
+    shape = tuple(A.shape)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"A must be a square operator; got shape {shape}. For a rectangular "
+                         "A use top_singular_values, or pass A.T @ A.")
+    if isinstance(A, Tensor):
+        if not A.is_floating_point():
+            raise ValueError(f"A must be floating point, got {A.dtype}.")
+        if not bool(torch.isfinite(A).all()):
+            raise ValueError("A contains NaN/Inf; clean it before computing its spectrum.")
+    return shape[0]
+
+
+def _generator(generator: torch.Generator | None, seed: int | None,
+               device: torch.device) -> torch.Generator:
+    if generator is not None:
+        return generator
+    if seed is None:
+        raise ValueError("pass a seed (int) or a torch.Generator; both were None.")
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _draw(shape: tuple[int, ...], distribution: str, generator: torch.Generator,
+          A: Operator) -> Tensor:
+    if distribution == "rademacher":
+        z = torch.randint(0, 2, shape, generator=generator, device=generator.device)
+        z = z.to(A.dtype).mul_(2).sub_(1)
+    elif distribution == "gaussian":
+        z = torch.randn(shape, generator=generator, device=generator.device, dtype=A.dtype)
+    else:
+        raise ValueError(f"distribution={distribution!r} is unknown; use one of {DISTRIBUTIONS}.")
+    return z.to(A.device)
+
+
+def _matmul(A: Operator, X: Tensor, step: str) -> Tensor:
+    Y = A @ X
+    if not bool(torch.isfinite(Y).all()):
+        raise FloatingPointError(f"A @ v returned NaN/Inf at {step}; the operator is not "
+                                 "finite there (check the model's weights and inputs).")
+    return Y
+
+
+def _positive_int(value: int, name: str) -> int:
+    if int(value) != value or int(value) < 1:
+        raise ValueError(f"{name}={value} must be a positive integer.")
+    return int(value)
+
+
+def _lanczos_process(A: Operator, q: Tensor, num_iters: int, generator: torch.Generator,
+                     *, restart: bool, breakdown_rtol: float = 0.0,
+                     stop: Callable[[Tensor, float], bool] | None = None):
+    """Lanczos with full (twice-applied) reorthogonalisation.
+
+    Returns ``(Q, T, beta_last)`` with ``Q`` (m, dim) orthonormal rows and ``T`` (m, m) the
+    float64 tridiagonal, so ``A Qᵀ = Qᵀ T + beta_last q_{m+1} e_mᵀ``. On breakdown (an
+    invariant subspace: ``β ≤ max(breakdown_rtol, √dim·eps)·‖T‖``) it restarts from a fresh orthogonal vector when ``restart``, else
+    stops. ``stop(T, beta)`` is asked after each step without breakdown.
+    """
+    dim = q.numel()
+    Q = torch.empty(num_iters, dim, dtype=A.dtype, device=A.device)
+    alphas: list[float] = []
+    betas: list[float] = []
+    beta = 0.0
+    rtol = max(breakdown_rtol, math.sqrt(dim) * torch.finfo(A.dtype).eps)
+    scale = 0.0
+    m = 0
+    for j in range(num_iters):
+        Q[j] = q
+        w = _matmul(A, q, f"Lanczos step {j + 1}")
+        alpha = float(q @ w)
+        basis = Q[: j + 1]
+        for _ in range(2):
+            w = w - basis.T @ (basis @ w)
+        beta = float(torch.linalg.vector_norm(w))
+        alphas.append(alpha)
+        m = j + 1
+        scale = max(scale, abs(alpha), beta)
+        if m == dim:
+            break
+        if beta <= rtol * scale:
+            # Invariant subspace: its Ritz values are exact, but eigenvalues outside it (or
+            # further copies of repeated ones) are unseen, so never stop on residuals here.
+            if not restart:
+                break
+            q = _draw((dim,), "gaussian", generator, A)
+            for _ in range(2):
+                q = q - basis.T @ (basis @ q)
+            q = q / torch.linalg.vector_norm(q)
+            betas.append(0.0)
+            beta = 0.0
+        else:
+            if stop is not None and stop(_tridiagonal(alphas, betas), beta):
+                break
+            q = w / beta
+            betas.append(beta)
+    return Q[:m], _tridiagonal(alphas, betas[: m - 1]), beta
+
+
+def _tridiagonal(alphas: list[float], betas: list[float]) -> Tensor:
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    return T
+
+
+def _start_vector(A: Operator, dim: int, v0: Tensor | None,
+                  generator: torch.Generator) -> Tensor:
+    q = _draw((dim,), "gaussian", generator, A) if v0 is None else v0.to(A.device, A.dtype)
+    if q.shape != (dim,):
+        raise ValueError(f"v0 must have shape ({dim},), got {tuple(q.shape)}.")
+    norm = torch.linalg.vector_norm(q)
+    if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
+        raise ValueError("v0 must be a finite non-zero vector.")
+    return q / norm
+
+
+# --------------------------------------------------------------------------- top-k
+
+def power_iteration(A: Operator, *, num_iters: int = 100, tol: float = 1e-3,
+                    v0: Tensor | None = None, generator: torch.Generator | None = None,
+                    seed: int | None = 0) -> PowerIterationResult:
+    """Dominant eigenpair of a symmetric ``A`` by power iteration, stopped on the residual.
+
+    Iterates ``v ← A v / ‖A v‖`` with Rayleigh quotient ``θ = vᵀ A v`` until
+    ``‖A v − θ v‖ ≤ tol·|θ|``, one product per iteration. Converges at rate |λ₂/λ₁|; prefer
+    :func:`lanczos`, which needs far fewer products at the same residual.
+
+    Examples::
+
+        >>> A = torch.diag(torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64))
+        >>> round(power_iteration(A, tol=1e-10).value, 6)
+        3.0
+    """
+    dim = _square_dim(A)
+    num_iters = _positive_int(num_iters, "num_iters")
+    gen = _generator(generator, seed, A.device)
+    v = _start_vector(A, dim, v0, gen)
+    theta, residual, converged = 0.0, math.inf, False
+    for it in range(num_iters):
+        w = _matmul(A, v, f"power iteration {it + 1}")
+        theta = float(v @ w)
+        residual = float(torch.linalg.vector_norm(w - theta * v))
+        if residual <= tol * abs(theta):
+            converged = True
+            break
+        norm = torch.linalg.vector_norm(w)
+        if float(norm) == 0.0:          # A v = 0: v is an eigenvector with eigenvalue 0
+            converged = True
+            break
+        v = w / norm
+    return PowerIterationResult(theta, v, residual, converged, it + 1, tol,
+                                _settings(A, None if generator is not None else seed))
+
+
+def lanczos(A: Operator, k: int = 1, *, num_iters: int | None = None, tol: float = 1e-3,
+            which: str = "largest", v0: Tensor | None = None,
+            generator: torch.Generator | None = None, seed: int | None = 0) -> LanczosResult:
+    """The k largest (or smallest) eigenpairs of a symmetric ``A`` by Lanczos.
+
+    Full reorthogonalisation (classical Gram–Schmidt, applied twice) keeps the Krylov basis
+    orthonormal, so no spurious copies appear. After each step the tridiagonal ``T`` is
+    diagonalised (``eigh``) and the Ritz residuals ``r_i = β_m |e_mᵀ y_i| = ‖A v_i − θ_i v_i‖``
+    are checked: the run stops once ``r_i ≤ tol·‖A‖`` for the k wanted pairs, which bounds each
+    eigenvalue's error by ``r_i`` (and typically by ``r_i²/gap``). Cost: one product per step,
+    memory ``num_iters·dim``; a Krylov breakdown restarts from a fresh orthogonal vector, so
+    repeated eigenvalues are found.
+
+    Args:
+        A: symmetric operator or dense tensor (dim × dim).
+        k: number of eigenpairs, ``1 ≤ k ≤ dim``.
+        num_iters: maximal Krylov dimension. Default: ``min(dim, max(100, 10k))``.
+        tol: relative residual tolerance. Default: 1e-3 (eigenvalues to 0.1 % of ‖A‖ or better).
+        which: ``"largest"`` (algebraic, descending) or ``"smallest"`` (ascending).
+        v0: start vector. Default: Gaussian from ``generator``/``seed``.
+        generator, seed: randomness for the start (and restart) vectors.
+
+    Returns:
+        LanczosResult with values, vectors, residuals, ``converged`` and ``num_matvecs``.
+
+    Raises:
+        ValueError: non-square A, k out of range. FloatingPointError: NaN/Inf product.
+
+    Examples::
+
+        >>> A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+        >>> lanczos(A, 3, tol=1e-10).values.tolist()
+        [20.0, 19.0, 18.0]
+    """
+    dim = _square_dim(A)
+    k = _positive_int(k, "k")
+    if k > dim:
+        raise ValueError(f"k={k} exceeds the dimension {dim} of A; use k <= {dim}.")
+    if which not in ("largest", "smallest"):
+        raise ValueError(f"which={which!r} is unknown; use 'largest' or 'smallest'.")
+    num_iters = min(dim, max(100, 10 * k)) if num_iters is None else _positive_int(num_iters,
+                                                                                  "num_iters")
+    if num_iters < k:
+        raise ValueError(f"num_iters={num_iters} must be at least k={k}.")
+    num_iters = min(num_iters, dim)
+    gen = _generator(generator, seed, A.device)
+    q = _start_vector(A, dim, v0, gen)
+
+    def pick(T: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        theta, Y = torch.linalg.eigh(T)
+        idx = torch.arange(T.shape[0] - 1, T.shape[0] - 1 - min(k, T.shape[0]), -1) \
+            if which == "largest" else torch.arange(min(k, T.shape[0]))
+        return theta, Y, idx
+
+    def converged_now(T: Tensor, beta: float) -> bool:
+        if T.shape[0] < k:
+            return False
+        theta, Y, idx = pick(T)
+        residuals = beta * Y[-1, idx].abs()
+        return bool((residuals <= tol * theta.abs().max()).all())
+
+    # A Krylov space invariant to within tol·‖A‖ restarts (setting β to 0 moves eigenvalues
+    # by at most β), so repeated eigenvalues are not missed.
+    Q, T, beta = _lanczos_process(A, q, num_iters, gen, restart=True, breakdown_rtol=tol,
+                                  stop=converged_now)
+    theta, Y, idx = pick(T)
+    residuals = beta * Y[-1, idx].abs()
+    exact = Q.shape[0] == dim
+    if exact:
+        residuals = torch.zeros_like(residuals)
+    converged = len(idx) == k and bool((residuals <= tol * theta.abs().max()).all())
+    vectors = Q.T @ Y[:, idx].to(A.dtype)
+    return LanczosResult(theta[idx].to(A.dtype), vectors, residuals.to(A.dtype), converged,
+                         Q.shape[0], Q.shape[0], tol, which,
+                         _settings(A, None if generator is not None else seed))
+
+
+class _Gram(LinearOperator):
+    """``AᵀA`` (``side="right"``) or ``A Aᵀ`` (``side="left"``) of any operator."""
+
+    SELF_ADJOINT = True
+
+    def __init__(self, A: Operator, side: str):
+        dim = A.shape[1] if side == "right" else A.shape[0]
+        super().__init__((dim, dim), A.dtype, A.device)
+        self.A, self.side = A, side
+
+    def _matmat(self, X: Tensor) -> Tensor:
+        if self.side == "right":
+            return self.A.T @ (self.A @ X)
+        return self.A @ (self.A.T @ X)
+
+
+def top_singular_values(A: Operator, k: int = 1, *, num_iters: int | None = None,
+                        tol: float = 1e-3, generator: torch.Generator | None = None,
+                        seed: int | None = 0) -> LanczosResult:
+    """The k largest singular values of any ``A`` (m × d) by Lanczos on the smaller Gram.
+
+    Runs :func:`lanczos` on ``A Aᵀ`` when m < d, else on ``AᵀA`` (each Gram product is one
+    ``A @`` and one ``A.T @``; ``num_matvecs`` counts Gram products); ``s_i = √λ_i``. The
+    returned residuals ``r_i/s_i`` bound ``|s_i − s_true|`` (from ``|s² − s_true²| ≤ r``),
+    and the vectors are right singular vectors (d × k).
+
+    Examples::
+
+        >>> A = torch.diag(torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64))[:2]
+        >>> top_singular_values(A, 2, tol=1e-12).values.tolist()
+        [4.0, 2.0]
+    """
+    shape = tuple(A.shape)
+    if len(shape) != 2:
+        raise ValueError(f"A must be 2-D, got shape {shape}.")
+    k = _positive_int(k, "k")
+    if k > min(shape):
+        raise ValueError(f"k={k} exceeds min{shape}={min(shape)}, the number of singular "
+                         f"values; use k <= {min(shape)}.")
+    side = "left" if shape[0] < shape[1] else "right"
+    res = lanczos(_Gram(A, side), k, num_iters=num_iters, tol=tol, generator=generator,
+                  seed=seed)
+    values = res.values.clamp_min(0).sqrt()
+    safe = torch.where(values > 0, values, torch.ones_like(values))
+    vectors = res.vectors
+    if side == "left":
+        vectors = (A.T @ vectors) / safe
+        vectors = torch.where(values > 0, vectors, torch.zeros_like(vectors))
+    residuals = torch.where(values > 0, res.residuals / safe, res.residuals.sqrt())
+    return LanczosResult(values, vectors, residuals, res.converged, res.num_matvecs,
+                         res.num_iters, tol, "largest", res.settings)
+
+
+# --------------------------------------------------------------------------- trace
+
+def _probe_products(A: Operator, Z: Tensor, block: int, step: str) -> Tensor:
+    return torch.cat([_matmul(A, Z[:, i:i + block], step)
+                      for i in range(0, Z.shape[1], block)], dim=1)
+
+
+def hutchinson_trace(A: Operator, num_matvecs: int, *, distribution: str = "rademacher",
+                     generator: torch.Generator | None = None, seed: int | None = 0,
+                     block: int = 32) -> TraceEstimate:
+    """Hutchinson's estimate ``tr(A) ≈ (1/m) Σ_i zᵢᵀ A zᵢ``, E[z zᵀ] = I.
+
+    Unbiased since ``E[zᵀAz] = tr(A E[zzᵀ]) = tr(A)``; the standard error is the sample
+    standard deviation over √m. Cost: m products, taken ``block`` columns at a time.
+
+    Examples::
+
+        >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
+        >>> hutchinson_trace(A, 10).value   # Rademacher: exact for a diagonal A
+        55.0
+    """
+    dim = _square_dim(A)
+    num_matvecs = _positive_int(num_matvecs, "num_matvecs")
+    gen = _generator(generator, seed, A.device)
+    Z = _draw((dim, num_matvecs), distribution, gen, A)
+    samples = (Z * _probe_products(A, Z, block, "Hutchinson probe")).sum(0)
+    std_error = float(samples.std() / math.sqrt(num_matvecs)) if num_matvecs > 1 else math.inf
+    return TraceEstimate(float(samples.mean()), std_error, num_matvecs, "hutchinson",
+                         distribution, _settings(A, None if generator is not None else seed))
+
+
+def hutchpp_trace(A: Operator, num_matvecs: int, *, distribution: str = "rademacher",
+                  generator: torch.Generator | None = None, seed: int | None = 0,
+                  block: int = 32) -> TraceEstimate:
+    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021): exact on a sketched top subspace.
+
+    With ``m = num_matvecs``: ``Q = orth(A S)`` for m/3 probes S, then
+    ``tr(A) ≈ tr(QᵀAQ) + (3/m) Σ_i gᵢᵀ(I−QQᵀ)A(I−QQᵀ)gᵢ``. Unbiased for any orthonormal Q; the
+    variance only comes from the deflated remainder, so the error falls like 1/m (against
+    1/√m for Hutchinson) when the spectrum decays. The standard error is that of the
+    remainder's samples, conditional on Q.
+
+    Raises:
+        ValueError: ``num_matvecs`` not a multiple of 3.
+
+    Examples::
+
+        >>> A = torch.diag(torch.tensor([100.0, 10.0, 1.0, 0.1], dtype=torch.float64))
+        >>> round(hutchpp_trace(A, 12).value, 8)   # sketch covers the whole space
+        111.1
+    """
+    dim = _square_dim(A)
+    num_matvecs = _positive_int(num_matvecs, "num_matvecs")
+    if num_matvecs % 3:
+        low = num_matvecs - num_matvecs % 3
+        raise ValueError(f"num_matvecs={num_matvecs} must be a multiple of 3 for Hutch++; use "
+                         f"{low or 3} or {low + 3}.")
+    third = num_matvecs // 3
+    gen = _generator(generator, seed, A.device)
+    S = _draw((dim, third), distribution, gen, A)
+    G = _draw((dim, third), distribution, gen, A)
+    Q, _ = torch.linalg.qr(_probe_products(A, S, block, "Hutch++ sketch"))
+    head = float((Q * _probe_products(A, Q, block, "Hutch++ projection")).sum())
+    G = G - Q @ (Q.T @ G)
+    samples = (G * _probe_products(A, G, block, "Hutch++ remainder")).sum(0)
+    std_error = float(samples.std() / math.sqrt(third)) if third > 1 else math.inf
+    return TraceEstimate(head + float(samples.mean()), std_error, num_matvecs, "hutch++",
+                         distribution, _settings(A, None if generator is not None else seed))
+
+
+# --------------------------------------------------------------------------- density
+
+def slq_density(A: Operator, *, num_iters: int = 50, num_samples: int = 4,
+                num_points: int = 512, sigma: float | None = None,
+                generator: torch.Generator | None = None, seed: int | None = 0
+                ) -> SpectralDensity:
+    """Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017).
+
+    ``p(λ) = (1/d) Σᵢ δ(λ − λᵢ)`` is approximated, for each Rademacher probe ``v/‖v‖``, by the
+    Gauss quadrature of its ``num_iters``-step Lanczos tridiagonal (nodes θ_j = Ritz values,
+    weights τ_j = first components² of its eigenvectors), averaged over probes and broadened by
+    Gaussians of width σ: ``φ(t) = (1/S) Σ_s Σ_j τ_sj N(t; θ_sj, σ²)``, so ``∫φ = 1`` and
+    ``d ∫ t φ(t) dt`` is a Hutchinson trace estimate. Cost: ``num_samples·num_iters`` products.
+
+    Args:
+        num_iters: Lanczos steps per probe (fewer after an exact breakdown). Default: 50.
+        num_samples: probe vectors S. Default: 4.
+        num_points: grid size, spanning the nodes ± 6σ. Default: 512.
+        sigma: broadening. Default: 1 % of the node spread (of ``max(|θ|, 1)`` if all nodes
+            coincide).
+    """
+    dim = _square_dim(A)
+    num_iters = min(_positive_int(num_iters, "num_iters"), dim)
+    num_samples = _positive_int(num_samples, "num_samples")
+    num_points = _positive_int(num_points, "num_points")
+    gen = _generator(generator, seed, A.device)
+    nodes = torch.zeros(num_samples, num_iters, dtype=torch.float64)
+    weights = torch.zeros(num_samples, num_iters, dtype=torch.float64)
+    num_matvecs = 0
+    for s in range(num_samples):
+        v = _draw((dim,), "rademacher", gen, A)
+        Q, T, _ = _lanczos_process(A, v / math.sqrt(dim), num_iters, gen, restart=False)
+        num_matvecs += Q.shape[0]
+        theta, Y = torch.linalg.eigh(T)
+        nodes[s, : theta.numel()] = theta
+        weights[s, : theta.numel()] = Y[0] ** 2
+    used = weights > 0
+    low, high = float(nodes[used].min()), float(nodes[used].max())
+    if sigma is None:
+        spread = high - low
+        sigma = 0.01 * (spread if spread > 0 else max(abs(high), 1.0))
+    if not sigma > 0:
+        raise ValueError(f"sigma={sigma} must be positive.")
+    grid = torch.linspace(low - 6 * sigma, high + 6 * sigma, num_points, dtype=torch.float64)
+    gauss = torch.exp(-0.5 * ((grid[:, None, None] - nodes) / sigma) ** 2)
+    density = (gauss * weights).sum((1, 2)) / (num_samples * sigma * math.sqrt(2 * math.pi))
+    trace = dim * float((weights * nodes).sum() / num_samples)
+    return SpectralDensity(grid, density, nodes, weights, trace, float(sigma), num_matvecs,
+                           {**_settings(A, None if generator is not None else seed),
+                            "num_iters": num_iters, "num_samples": num_samples})
+
+
+def full_spectrum(A: Operator, *, kind: str = "eigen", max_dim: int = 8192) -> Tensor:
+    """The whole spectrum of a small ``A`` from its dense matrix, descending.
+
+    ``kind="eigen"``: eigenvalues of a symmetric A (``eigvalsh``; asymmetry beyond
+    ``√eps·max|A_ij|`` is refused); ``kind="singular"``: singular values of any A
+    (``svdvals``). Cost: ``shape[1]`` products to densify, then O(dim³).
+
+    Raises:
+        ValueError: unknown kind, a dimension above ``max_dim``, a non-symmetric A for "eigen".
+    """
+    if kind not in ("eigen", "singular"):
+        raise ValueError(f"kind={kind!r} is unknown; use 'eigen' or 'singular'.")
+    if max(A.shape) > max_dim:
+        raise ValueError(f"A of shape {tuple(A.shape)} is too large to densify (max_dim="
+                         f"{max_dim}); use lanczos or top_singular_values, or raise max_dim.")
+    dense = A.to_dense() if isinstance(A, LinearOperator) else A
+    if not bool(torch.isfinite(dense).all()):
+        raise FloatingPointError("A contains NaN/Inf; its spectrum is undefined.")
+    if kind == "singular":
+        return torch.linalg.svdvals(dense)
+    _square_dim(dense)
+    asym = float((dense - dense.T).abs().max())
+    if asym > math.sqrt(torch.finfo(dense.dtype).eps) * float(dense.abs().max()):
+        raise ValueError(f"A is not symmetric (max |A − Aᵀ| = {asym:.3g}); use "
+                         "kind='singular' for a non-symmetric operator.")
+    return torch.linalg.eigvalsh(dense).flip(0)
