@@ -3,14 +3,54 @@
 Companion to Katende (2026), *A Unified Matrix-Spectral Framework for Stability and
 Interpretability in Deep Learning*, arXiv:2602.01136. Definitions the paper does not
 pin down are our reconstruction and are marked as such where they appear.
+
+The main verbs are re-exported here; each module (``stabnb.operators``, ``stabnb.spectra``,
+``stabnb.summaries``, ``stabnb.gmsi``, ``stabnb.attribution``, ``stabnb.entropy_link``,
+``stabnb.regularizers``, ``stabnb.study``, ``stabnb.report``, ...) documents the rest.
 """
 
-from .checks import check_finite, check_model_finite, require_eval_mode, resolve_device
-from .models import MLP, ResNet20, SmallCNN, build_model, functional, num_parameters
+import warnings
+
+# torch loads its forward-AD decompositions with the deprecated torch.jit.script the first time
+# a JVP runs; the FutureWarning is torch's own business and would land in every notebook.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                        category=FutureWarning)
+
+from .attribution import AttributionStability, attribution_method  # noqa: E402
+from .checks import check_finite, check_model_finite, require_eval_mode, resolve_device  # noqa: E402
+from .data import DataSourceError, load_dataset  # noqa: E402
+from .entropy_link import envelope, per_sample_table, rank_correlation  # noqa: E402
+from .gmsi import GMSIResult, gmsi  # noqa: E402
+from .models import MLP, ResNet20, SmallCNN, build_model, functional, num_parameters  # noqa: E402
+from .operators import (  # noqa: E402
+    InputJacobian, LoaderLossHessian, LossHessian, NTKGram, ParamJacobian,
+    input_jacobian_singular_values, ntk_gram,
+)
+from .regularizers import make_regularizer  # noqa: E402
+from .spectra import (  # noqa: E402
+    full_spectrum, hutchinson_trace, hutchpp_trace, lanczos, slq_density, top_singular_values,
+)
+from .study import StudyConfig, load_study, run_study  # noqa: E402
+from .summaries import (  # noqa: E402
+    effective_rank, spectral_entropy, stable_rank, summarize_spectrum,
+)
+from .train import TrainConfig, train  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttributionStability", "attribution_method",
     "check_finite", "check_model_finite", "require_eval_mode", "resolve_device",
+    "DataSourceError", "load_dataset",
+    "envelope", "per_sample_table", "rank_correlation",
+    "GMSIResult", "gmsi",
     "MLP", "ResNet20", "SmallCNN", "build_model", "functional", "num_parameters",
+    "InputJacobian", "LoaderLossHessian", "LossHessian", "NTKGram", "ParamJacobian",
+    "input_jacobian_singular_values", "ntk_gram",
+    "make_regularizer",
+    "full_spectrum", "hutchinson_trace", "hutchpp_trace", "lanczos", "slq_density",
+    "top_singular_values",
+    "StudyConfig", "load_study", "run_study",
+    "effective_rank", "spectral_entropy", "stable_rank", "summarize_spectrum",
+    "TrainConfig", "train",
 ]

@@ -8,6 +8,7 @@ half-written cache, checkpoint, figure or report behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -73,3 +74,16 @@ def project_root(start: str | os.PathLike | None = None) -> Path | None:
         if pyproject.is_file() and 'name = "stabnb"' in pyproject.read_text():
             return folder
     return None
+
+
+def package_digest() -> str:
+    """SHA-256 of stabnb's own source files (the runner and CLI excluded): what a cached result
+    computed by the package depends on."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        if path.name in ("runner.py", "__main__.py"):
+            continue
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()

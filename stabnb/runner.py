@@ -46,7 +46,7 @@ import papermill
 import torch
 
 from .checks import resolve_device
-from .io import read_json, write_json, write_text
+from .io import package_digest, read_json, write_json, write_text
 from .notebook import PROFILES, project_root
 
 __all__ = ["NOTEBOOKS", "NotebookRun", "ReproduceResult", "reproduce"]
@@ -191,7 +191,7 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
     entries, absent = _select(notebooks, only, notebooks_dir, results_dir, runs_dir)
 
     parameters = {"profile": profile, "seed": seed, "device": str(resolved)}
-    shared = {"parameters": _digest(parameters), "package": _package_digest(),
+    shared = {"parameters": _digest(parameters), "package": package_digest(),
               "environment": _digest(_environment())}
     for entry in entries:
         entry.fingerprint = {"code": _code_digest(entry.source), **shared}
@@ -495,18 +495,6 @@ def _code_digest(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     return _digest([[cell.cell_type, cell.source, sorted(cell.metadata.get("tags", []))]
                     for cell in nb.cells])
-
-
-def _package_digest() -> str:
-    """Hash of the stabnb source files the notebooks import (the runner and CLI excluded)."""
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        if path.name in ("runner.py", "__main__.py"):
-            continue
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def _environment() -> dict[str, Any]:
