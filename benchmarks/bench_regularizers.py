@@ -1,6 +1,10 @@
-"""Training-step cost of each regulariser relative to a plain step (MLP, batch 256, MNIST shape).
+"""Training-step cost of each regulariser relative to a plain step (MLP on MNIST shape, or CNN).
 
-    .venv/bin/python benchmarks/bench_regularizers.py [--device cpu|cuda] [--repeats 7]
+    .venv/bin/python benchmarks/bench_regularizers.py [--model mlp|cnn] [--device cpu|cuda]
+        [--repeats 7] [--quick]
+
+``--model cnn`` times the small CNN on CIFAR-shaped inputs (3×32×32, batch 128 unless given),
+the case that dominates the CIFAR-10 study's cost.
 
 A step is forward, cross-entropy (+ penalty), backward and an SGD update, timed as the median
 over ``--repeats`` blocks of ``--steps`` steps after warm-up. Besides stabnb's penalties it
@@ -24,7 +28,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from stabnb.checks import resolve_device
-from stabnb.models import MLP
+from stabnb.models import build_model
 from stabnb.regularizers import (
     InputCurvaturePenalty, JacobianFrobeniusPenalty, JacobianSpectralPenalty,
     WeightSpectralPenalty,
@@ -34,13 +38,16 @@ GOALS = {"weight_spectral (1 iter)": 1.5, "jacobian_frobenius (1 proj)": 2.5,
          "jacobian_spectral (1 iter)": 3.0, "input_curvature (finite diff.)": 3.0}
 
 
-def make_model(device: torch.device, *, torch_spectral_norm: bool = False,
+SHAPES = {"mlp": (1, 28, 28), "cnn": (3, 32, 32)}
+
+
+def make_model(device: torch.device, *, kind: str = "mlp", torch_spectral_norm: bool = False,
                activation: str = "relu") -> nn.Module:
     torch.manual_seed(0)
-    model = MLP(784, (256, 256), 10, activation=activation).to(device)
+    model = build_model(kind, SHAPES[kind], 10, activation=activation).to(device)
     if torch_spectral_norm:
         for module in model.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
                 spectral_norm(module)
     return model.train()
 
@@ -78,31 +85,40 @@ def time_steps(model: nn.Module, regularizer, x: torch.Tensor, y: torch.Tensor, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--model", choices=sorted(SHAPES), default="mlp")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 256 MLP, 128 CNN")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 repeats of 5 steps")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats = 5, 3
+    args.batch_size = args.batch_size or (256 if args.model == "mlp" else 128)
     device = resolve_device(args.device)
     generator = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch_size, 1, 28, 28, generator=generator).to(device)
+    x = torch.rand(args.batch_size, *SHAPES[args.model], generator=generator).to(device)
     y = torch.randint(0, 10, (args.batch_size,), generator=generator).to(device)
 
+    def model(**kwargs) -> nn.Module:
+        return make_model(device, kind=args.model, **kwargs)
+
     cases = {
-        "plain": (make_model(device), None),
-        "torch spectral_norm (1 iter)": (make_model(device, torch_spectral_norm=True), None),
-        "weight_spectral (1 iter)": (make_model(device), WeightSpectralPenalty(1e-3)),
-        "jacobian_frobenius (1 proj)": (make_model(device), JacobianFrobeniusPenalty(1e-3)),
-        "jacobian_frobenius (10 proj)": (make_model(device), JacobianFrobeniusPenalty(1e-3, 10)),
-        "jacobian_spectral (1 iter)": (make_model(device), JacobianSpectralPenalty(1e-3)),
-        "jacobian_spectral (2 iter)": (make_model(device), JacobianSpectralPenalty(1e-3, 2)),
-        "input_curvature (finite diff.)": (make_model(device), InputCurvaturePenalty(1e-3)),
+        "plain": (model(), None),
+        "torch spectral_norm (1 iter)": (model(torch_spectral_norm=True), None),
+        "weight_spectral (1 iter)": (model(), WeightSpectralPenalty(1e-3)),
+        "jacobian_frobenius (1 proj)": (model(), JacobianFrobeniusPenalty(1e-3)),
+        "jacobian_frobenius (10 proj)": (model(), JacobianFrobeniusPenalty(1e-3, 10)),
+        "jacobian_spectral (1 iter)": (model(), JacobianSpectralPenalty(1e-3)),
+        "jacobian_spectral (2 iter)": (model(), JacobianSpectralPenalty(1e-3, 2)),
+        "input_curvature (finite diff.)": (model(), InputCurvaturePenalty(1e-3)),
         "input_curvature (hessian, gelu, 1 iter)": (
-            make_model(device, activation="gelu"), InputCurvaturePenalty(1e-3, form="hessian")),
+            model(activation="gelu"), InputCurvaturePenalty(1e-3, form="hessian")),
     }
     seconds = {name: time_steps(model, reg, x, y, steps=args.steps, repeats=args.repeats)
                for name, (model, reg) in cases.items()}
     plain = seconds["plain"]
-    print(f"MLP 784-256-256-10, batch {args.batch_size}, {device}, torch {torch.__version__}, "
+    label = "MLP 784-256-256-10" if args.model == "mlp" else "SmallCNN 3×32×32"
+    print(f"{label}, batch {args.batch_size}, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median of {args.repeats}×{args.steps} steps")
     print(f"{'case':42s} {'ms/step':>9s} {'ratio':>7s}  goal")
     for name, value in seconds.items():
