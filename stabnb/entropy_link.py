@@ -260,8 +260,8 @@ def plot_entropy_link(tables: EntropyLinkTable | dict[str, EntropyLinkTable],
         rho = rank_correlation(table, x, y).rho if xs.numel() >= 3 else math.nan
         name = f"{label} " if label else ""
         ax.scatter(xs.numpy(), ys.numpy(), s=8, alpha=0.35, color=color, linewidths=0)
-        ax.stairs(bound.maximum.numpy(), bound.edges.numpy(), color=color, linewidth=1.6,
-                  label=f"{name}envelope (max per bin), ρ = {rho:.2f}, n = {xs.numel()}")
+        ax.stairs(bound.maximum.numpy(), bound.edges.numpy(), baseline=None, color=color,
+                  linewidth=1.6, label=f"{name}envelope (max per bin), ρ = {rho:.2f}, n = {xs.numel()}")
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y.replace("_", " "))
     ax.legend(fontsize="small", frameon=False)

@@ -12,7 +12,8 @@ has a partner that differs only in the penalty (same initial weights, same minib
 Each cell is evaluated on:
 
 - ``accuracy``: clean top-1 accuracy on the first ``eval_size`` test images;
-- ``gmsi`` and ``gmsi.<component>``: :func:`stabnb.gmsi.gmsi` on ``gmsi_size`` probe inputs;
+- ``gmsi`` and ``gmsi.<component>``: :func:`stabnb.gmsi.gmsi` on ``gmsi_size`` probe inputs
+  (left out with ``gmsi_size=0``);
 - ``jacobian.<summary>``: mean over the probe inputs of the per-sample input-Jacobian
   summaries (operator norm, spectral entropy, effective and stable rank; ``.median`` too);
 - ``<method>.<metric>`` for each attribution method: the mean over valid probe inputs of
@@ -89,7 +90,7 @@ _CIFAR_GRID = {
     "jacobian_spectral": (1e-4, 3e-4, 1e-3),
     "jacobian_frobenius": (1e-4, 3e-4, 1e-3),
     "weight_spectral": (1e-3, 3e-3, 1e-2),
-    "input_curvature": (3e-3, 1e-2, 3e-2),
+    "input_curvature": (1e-2, 3e-2, 1e-1),
 }
 DEFAULT_STRENGTHS: dict[str, dict[str, tuple[float, ...]]] = {
     "mnist": _MNIST_GRID, "cifar10": _CIFAR_GRID, "cifar100": _CIFAR_GRID, "teacher": _MNIST_GRID,
@@ -113,7 +114,8 @@ class StudyConfig:
         train_size: balanced training subset (``None``: the full training set).
         eval_size: test images for the clean accuracy (``None``: the full test set).
         probe_size: test images for the attribution probes and Jacobian spectra.
-        gmsi_size: the first ``gmsi_size`` probe images for the GMSI (an O(n³) NTK).
+        gmsi_size: the first ``gmsi_size`` probe images for the GMSI (an O(n³) NTK and a
+            Hessian Lanczos run); 0 leaves the GMSI out.
         methods: attribution methods (:data:`stabnb.attribution.METHODS`).
         radius, num_draws, top_k: Gaussian noise σ in pixels, draws K per input, top-k fraction.
         ig_steps, smoothgrad_samples: Integrated Gradients steps; SmoothGrad's noisy copies.
@@ -177,8 +179,8 @@ class StudyConfig:
         object.__setattr__(self, "regularizers", grids)
         if int(self.epochs) != self.epochs or self.epochs < 1:
             raise ValueError(f"epochs={self.epochs} must be a positive integer.")
-        if self.gmsi_size > self.probe_size:
-            raise ValueError(f"gmsi_size={self.gmsi_size} must be ≤ probe_size={self.probe_size} "
+        if not 0 <= self.gmsi_size <= self.probe_size:
+            raise ValueError(f"gmsi_size={self.gmsi_size} must be in 0..probe_size={self.probe_size} "
                              "(the GMSI uses the first probe inputs).")
 
     @classmethod
@@ -328,9 +330,11 @@ def evaluate_model(model: nn.Module, config: StudyConfig, data: StudyData, *,
     device = next(model.parameters()).device
     metrics: dict[str, float] = {"accuracy": evaluate_accuracy(model, data.test_x, data.test_y)}
     probe_x, probe_y = data.probe_x.to(device), data.probe_y.to(device)
-    result = gmsi(model, probe_x[:config.gmsi_size], probe_y[:config.gmsi_size], progress=False)
-    metrics["gmsi"] = result.value
-    metrics.update({f"gmsi.{name}": float(result.components[name]) for name in COMPONENTS})
+    if config.gmsi_size:
+        result = gmsi(model, probe_x[:config.gmsi_size], probe_y[:config.gmsi_size],
+                      progress=False)
+        metrics["gmsi"] = result.value
+        metrics.update({f"gmsi.{name}": float(result.components[name]) for name in COMPONENTS})
     table = None
     for method in config.methods:
         probe = AttributionStability(model, method, radius=config.radius,
@@ -506,16 +510,17 @@ def _write_table(cells: Sequence[Cell], out: Path) -> pd.DataFrame:
     return frame
 
 
-def study_dir(name: str, profile: str) -> Path:
-    """Where a notebook keeps the study ``name`` at ``profile``:
-    ``$STABNB_WORK_DIR`` (else ``<project>/runs/work``) ``/<profile>/<name>-<code>``.
+def study_dir(name: str, profile: str, config: StudyConfig) -> Path:
+    """Where a notebook keeps the study ``name`` of ``config`` at ``profile``:
+    ``$STABNB_WORK_DIR`` (else ``<project>/runs/work``) ``/<profile>/<name>-<code>-<config>``.
 
-    ``<code>`` is a hash of stabnb's sources, so cells computed by older code are never
-    reused as if they were current (the reproduce runner reruns a notebook for the same
-    reason); finished cells of the same code are.
+    ``<code>`` is a hash of stabnb's sources and ``<config>`` the config's fingerprint, so
+    cells computed by older code are never reused as if they were current (the reproduce
+    runner reruns a notebook for the same reason), an edited config gets a fresh folder, and
+    finished cells of the same code and config are reused.
     """
     root = os.environ.get("STABNB_WORK_DIR") or (project_root() or Path.cwd()) / "runs" / "work"
-    return Path(root) / profile / f"{name}-{package_digest()[:10]}"
+    return Path(root) / profile / f"{name}-{package_digest()[:10]}-{config.fingerprint()[:8]}"
 
 
 def load_study(out_dir: str | os.PathLike) -> StudyResult:

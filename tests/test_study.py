@@ -142,7 +142,19 @@ def test_parallel_cells_give_the_same_numbers(finished, tmp_path):
     assert parallel[columns].to_numpy() == pytest.approx(serial[columns].to_numpy(), rel=1e-5)
 
 
-def test_study_dir_is_keyed_by_code(monkeypatch, tmp_path):
+def test_study_dir_is_keyed_by_code_and_config(monkeypatch, tmp_path):
     monkeypatch.setenv("STABNB_WORK_DIR", str(tmp_path))
-    folder = study_dir("E3_mnist", "smoke")
+    config = StudyConfig.from_dict(TINY)
+    folder = study_dir("E3_mnist", "smoke", config)
     assert folder.parent == tmp_path / "smoke" and folder.name.startswith("E3_mnist-")
+    assert folder.name.endswith(config.fingerprint()[:8])
+    assert study_dir("E3_mnist", "smoke", StudyConfig.from_dict({**TINY, "epochs": 3})) != folder
+
+
+def test_gmsi_can_be_left_out(tmp_path):
+    config = StudyConfig.from_dict({**TINY, "seeds": [0], "regularizers": {}, "gmsi_size": 0})
+    records = run_study(config, tmp_path, device="cpu", progress_bar=False).records
+    assert len(records) == 1 and not any(c.startswith("gmsi") for c in records.columns)
+    assert records["saliency.relative_l2"].notna().all()
+    with pytest.raises(ValueError, match="gmsi_size=-1 must be in 0..probe_size=16"):
+        StudyConfig.from_dict({**TINY, "gmsi_size": -1})
