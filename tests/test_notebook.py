@@ -1,9 +1,12 @@
 import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
 
 from stabnb.notebook import setup
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_setup_validates_parameters_by_name(tmp_path):
@@ -53,3 +56,23 @@ def test_skipped_notebook_says_why(tmp_path, capsys, monkeypatch):
     nb.finish()
     assert capsys.readouterr().out == "E9: SKIPPED (no source has cifar100/train)\n"
     assert json.loads(out.read_text())["skipped"] == "no source has cifar100/train"
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"profile": "fast"}, "profile='fast' is unknown; allowed values: ('smoke', 'quick', 'paper')"),
+    ({"seed": "1"}, "parameter seed='1' has type str; it must be int."),
+])
+def test_a_real_notebook_refuses_bad_parameters_in_its_first_cells(tmp_path, parameters, message):
+    """papermill injects a bad parameter: the notebook stops at setup(), naming it."""
+    import papermill
+
+    notebook = ROOT / "notebooks" / "theory" / "R3_entropy_sensitivity.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"),
+                                   parameters=parameters, progress_bar=False, cwd=str(notebook.parent))
+    assert message in str(error.value)
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    failed = next(i for i, c in enumerate(code) if any(o.get("output_type") == "error"
+                                                       for o in c.get("outputs", [])))
+    assert failed <= 3, "the bad parameter must fail at setup, before any work"
