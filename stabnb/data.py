@@ -306,8 +306,10 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike | N
         found, source = _torchvision_layout(name, split, root_path), f"torchvision layout at {root_path}"
     if found is None and offline_path is not None:
         found, source = _offline(name, split, offline_path, cache_path), f"offline copy at {offline_path}"
+    target = root_path or cache_path / "torchvision"      # where download=True writes
+    if found is None and root_path is None and target.exists():
+        found, source = _torchvision_layout(name, split, target), f"earlier download at {target}"
     if found is None and download:
-        target = root_path or cache_path / "torchvision"
         try:
             _download(name, target)
         except Exception as err:  # torchvision raises URLError, RuntimeError, OSError...

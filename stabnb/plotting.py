@@ -293,5 +293,6 @@ def plot_regularizer_effects(effects: Sequence[Any], *, model: str) -> Figure:
     ax.set_xticks(range(len(mine)), [f"{e.regularizer}\nλ={e.strength:g}" for e in mine],
                   fontsize="x-small")
     ax.set(ylabel="change vs baseline (%)", title=f"{model}: modest regularisation")
-    ax.legend(fontsize="x-small", frameon=False)
+    if ax.get_legend_handles_labels()[0]:                 # nothing drawn: no modest λ at all
+        ax.legend(fontsize="x-small", frameon=False)
     return fig

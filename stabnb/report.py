@@ -535,7 +535,8 @@ def summaries_claim(effects: Sequence[RegularizerEffect], *, model: str,
                                               for s, v in e.summary_changes.items())
              for e in shown]
     passed = None if not improving else any(little(e) for e in improving)
-    prefix = "" if improving else "no regulariser improved attribution; "
+    prefix = ("" if improving else "no regulariser improved attribution; " if shown
+              else "no regulariser has a modest λ")
     return ClaimCheck(
         name=f"{name}[{model}]",
         statement="Attribution stability improves while global spectral summaries change little.",

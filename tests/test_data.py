@@ -138,3 +138,12 @@ def test_teacher_layers_get_the_chosen_spectrum():
     model = with_weight_spectra(MLP(6, (5,), 3), 0.5, norm=1.5, generator=torch.Generator().manual_seed(0))
     first = model.net[1].weight.detach().double()
     assert torch.allclose(torch.linalg.svdvals(first), spectrum_profile(5, 0.5, norm=1.5), atol=1e-5)
+
+
+def test_an_earlier_download_is_found_without_download(tmp_path, monkeypatch):
+    """download=True without a root writes to <cache>/torchvision; later loads look there."""
+    monkeypatch.delenv("STABNB_OFFLINE_DATA", raising=False)
+    monkeypatch.delenv("STABNB_DATA_ROOT", raising=False)
+    _write_fake_cifar100(tmp_path / "torchvision")
+    data = load_dataset("cifar100", "train", cache_dir=tmp_path)
+    assert len(data) == 20 and "earlier download" in data.source

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -113,3 +115,17 @@ def test_evaluate_accuracy_counts_correct_predictions():
     model, x, y = _toy()
     logits_argmax = model.eval()(x).argmax(1)
     assert evaluate_accuracy(model, x, logits_argmax) == 1.0
+
+
+def test_batchnorm_model_trains_and_checkpoints(tmp_path):
+    """ResNet-20 holds 0-dim BatchNorm counters; the checkpoint key must hash them too."""
+    torch.manual_seed(0)
+    model = build_model("resnet", (3, 8, 8), 3, width=4)
+    x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 3, (16,))
+    cfg = TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False,
+                      checkpoint_dir=str(tmp_path))
+    first = train(model, x, y, cfg)
+    assert first.checkpoint is not None and Path(first.checkpoint).exists()
+    torch.manual_seed(0)
+    again = train(build_model("resnet", (3, 8, 8), 3, width=4), x, y, cfg)
+    assert again.key == first.key and again.resumed_from_epoch == 1
