@@ -4,7 +4,8 @@ Companion to Katende (2026), *A Unified Matrix-Spectral Framework for Stability 
 Interpretability in Deep Learning*, arXiv:2602.01136. Definitions the paper does not
 pin down are our reconstruction and are marked as such where they appear.
 
-The main verbs are re-exported here; each module (``stabnb.operators``, ``stabnb.spectra``,
+The main verbs are re-exported here (not those named like their module, ``stabnb.gmsi.gmsi``
+and ``stabnb.train.train``, which would hide the module); each module (``stabnb.operators``, ``stabnb.spectra``,
 ``stabnb.summaries``, ``stabnb.gmsi``, ``stabnb.attribution``, ``stabnb.entropy_link``,
 ``stabnb.regularizers``, ``stabnb.study``, ``stabnb.report``, ...) documents the rest.
 """
@@ -20,7 +21,7 @@ from .attribution import AttributionStability, attribution_method  # noqa: E402
 from .checks import check_finite, check_model_finite, require_eval_mode, resolve_device  # noqa: E402
 from .data import DataSourceError, load_dataset  # noqa: E402
 from .entropy_link import envelope, per_sample_table, rank_correlation  # noqa: E402
-from .gmsi import GMSIResult, gmsi  # noqa: E402
+from .gmsi import GMSIResult  # noqa: E402
 from .models import MLP, ResNet20, SmallCNN, build_model, functional, num_parameters  # noqa: E402
 from .operators import (  # noqa: E402
     InputJacobian, LoaderLossHessian, LossHessian, NTKGram, ParamJacobian,
@@ -34,7 +35,7 @@ from .study import StudyConfig, load_study, run_study  # noqa: E402
 from .summaries import (  # noqa: E402
     effective_rank, spectral_entropy, stable_rank, summarize_spectrum,
 )
-from .train import TrainConfig, train  # noqa: E402
+from .train import TrainConfig  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -43,7 +44,7 @@ __all__ = [
     "check_finite", "check_model_finite", "require_eval_mode", "resolve_device",
     "DataSourceError", "load_dataset",
     "envelope", "per_sample_table", "rank_correlation",
-    "GMSIResult", "gmsi",
+    "GMSIResult",
     "MLP", "ResNet20", "SmallCNN", "build_model", "functional", "num_parameters",
     "InputJacobian", "LoaderLossHessian", "LossHessian", "NTKGram", "ParamJacobian",
     "input_jacobian_singular_values", "ntk_gram",
@@ -52,5 +53,5 @@ __all__ = [
     "top_singular_values",
     "StudyConfig", "load_study", "run_study",
     "effective_rank", "spectral_entropy", "stable_rank", "summarize_spectrum",
-    "TrainConfig", "train",
+    "TrainConfig",
 ]
