@@ -7,7 +7,10 @@
 the case that dominates the CIFAR-10 study's cost.
 
 A step is forward, cross-entropy (+ penalty), backward and an SGD update, timed as the median
-over ``--repeats`` blocks of ``--steps`` steps after warm-up. Besides stabnb's penalties it
+over ``--repeats`` blocks of ``--steps`` steps after warm-up. As in :func:`stabnb.train.train`,
+a penalty with ``shares_forward`` reuses the step's forward pass (``reg(model, x, y,
+logits=logits)``, backward with ``inputs=`` the parameters); ``--no-share`` times the plain
+``reg(model, x, y)`` call instead. Besides stabnb's penalties it
 times torch's ``spectral_norm`` parametrisation (reshaped-kernel power iteration inside every
 forward) and Hoffman et al.'s Jacobian regulariser with 1 and 10 random projections (stabnb's
 ``JacobianFrobeniusPenalty``; with C = 10 outputs, 10 orthonormal projections are exact).
@@ -31,7 +34,7 @@ from stabnb.checks import resolve_device
 from stabnb.models import build_model
 from stabnb.regularizers import (
     InputCurvaturePenalty, JacobianFrobeniusPenalty, JacobianSpectralPenalty,
-    WeightSpectralPenalty,
+    WeightSpectralPenalty, shared_forward_inputs,
 )
 
 GOALS = {"weight_spectral (1 iter)": 1.5, "jacobian_frobenius (1 proj)": 2.5,
@@ -53,16 +56,22 @@ def make_model(device: torch.device, *, kind: str = "mlp", torch_spectral_norm: 
 
 
 def time_steps(model: nn.Module, regularizer, x: torch.Tensor, y: torch.Tensor, *,
-               steps: int, repeats: int) -> float:
-    """Median seconds per training step."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+               steps: int, repeats: int, share: bool = True) -> float:
+    """Median seconds per training step (the step of :func:`stabnb.train.train`)."""
+    params = list(model.parameters())
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        if regularizer is not None:
-            loss = loss + regularizer(model, x, y)
+        shared = shared_forward_inputs(regularizer, x) if share else None
+        if shared is None:
+            loss = F.cross_entropy(model(x), y)
+            if regularizer is not None:
+                loss = loss + regularizer(model, x, y)
+        else:
+            logits = model(shared)
+            loss = F.cross_entropy(logits, y) + regularizer(model, shared, y, logits=logits)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=params if shared is not None else None)
         optimizer.step()
 
     def sync() -> None:
@@ -90,6 +99,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 repeats of 5 steps")
+    parser.add_argument("--no-share", action="store_true",
+                        help="call reg(model, x, y) without reusing the step's forward pass")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.repeats = 5, 3
@@ -114,12 +125,14 @@ def main() -> None:
         "input_curvature (hessian, gelu, 1 iter)": (
             model(activation="gelu"), InputCurvaturePenalty(1e-3, form="hessian")),
     }
-    seconds = {name: time_steps(model, reg, x, y, steps=args.steps, repeats=args.repeats)
+    seconds = {name: time_steps(model, reg, x, y, steps=args.steps, repeats=args.repeats,
+                                share=not args.no_share)
                for name, (model, reg) in cases.items()}
     plain = seconds["plain"]
     label = "MLP 784-256-256-10" if args.model == "mlp" else "SmallCNN 3×32×32"
     print(f"{label}, batch {args.batch_size}, {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.repeats}×{args.steps} steps")
+          f"{torch.get_num_threads()} threads; median of {args.repeats}×{args.steps} steps; "
+          f"{'own forward pass' if args.no_share else 'shared forward pass'}")
     print(f"{'case':42s} {'ms/step':>9s} {'ratio':>7s}  goal")
     for name, value in seconds.items():
         goal = GOALS.get(name)

@@ -17,6 +17,14 @@ already multiplied by its strength λ and differentiable in θ, works with the m
 (BatchNorm's running statistics are left as the training forward pass set them), and exposes its
 carried state (power-iteration vectors, random-generator state) as attributes, through
 ``reset()`` and through ``state_dict()`` / ``load_state_dict()`` for checkpoints.
+
+Shared forward pass: a penalty with ``shares_forward = True`` (the three input-Jacobian and
+curvature penalties) also accepts ``reg(model, x, y, logits=model(x))`` where ``x`` requires
+grad and ``logits`` is the training step's own forward pass on it; it then builds its products
+on that graph instead of running its own forward pass (same value and gradient up to float
+rounding). The caller should then backpropagate with ``inputs=`` the parameters, so that no
+gradient of the loss is computed for ``x``. :func:`stabnb.train.train` does this; see
+:func:`shared_forward_inputs`.
 """
 
 from __future__ import annotations
@@ -26,13 +34,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "REGULARIZERS", "JacobianSpectralPenalty", "JacobianFrobeniusPenalty", "WeightSpectralPenalty",
-    "InputCurvaturePenalty", "make_regularizer",
+    "InputCurvaturePenalty", "make_regularizer", "shared_forward_inputs",
 ]
 
 REGULARIZERS = ("none", "jacobian_spectral", "jacobian_frobenius", "weight_spectral",
@@ -59,6 +66,45 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     """Normalise each sample (leading dim) to unit norm; an all-zero sample stays zero."""
     norms = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
     return torch.where(norms > 0, v / torch.where(norms > 0, norms, 1.0), v)
+
+
+def shared_forward_inputs(regularizer: Any, inputs: torch.Tensor) -> torch.Tensor | None:
+    """``inputs`` detached with ``requires_grad`` if ``regularizer`` shares the forward pass.
+
+    Returns ``None`` for a regulariser without ``shares_forward = True`` (any plain callable):
+    the caller then runs ``reg(model, x, y)``. Otherwise the caller runs its forward pass on the
+    returned tensor ``x`` and calls ``reg(model, x, y, logits=logits)``.
+    """
+    if regularizer is None or not getattr(regularizer, "shares_forward", False):
+        return None
+    return inputs.detach().requires_grad_(True)
+
+
+def _shared_logits(inputs: torch.Tensor, logits: torch.Tensor) -> None:
+    if not inputs.requires_grad or not logits.requires_grad:
+        raise ValueError("logits= must be the model's output on inputs that require grad: run "
+                         "x = inputs.detach().requires_grad_(True); logits = model(x); "
+                         "reg(model, x, y, logits=logits) (see shared_forward_inputs).")
+    if logits.dim() != 2 or len(logits) != len(inputs):
+        raise ValueError(f"logits of shape {tuple(logits.shape)} do not match inputs of shape "
+                         f"{tuple(inputs.shape)}; expected ({len(inputs)}, C).")
+
+
+def _input_graph(model: nn.Module, inputs: torch.Tensor,
+                 logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, model(x))`` with x requiring grad: the training pass's when ``logits`` is given,
+    else a forward pass of its own (BatchNorm running statistics left untouched)."""
+    if logits is not None:
+        _shared_logits(inputs, logits)
+        return inputs, logits
+    x = inputs.detach().requires_grad_(True)
+    with _batchnorm_stats_kept(model):
+        return x, model(x)
+
+
+def _has_train_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training
+               for module in model.modules())
 
 
 @contextlib.contextmanager
@@ -91,6 +137,7 @@ class _Penalty:
     """
 
     _SETTINGS: tuple[str, ...]
+    shares_forward = False
 
     def __init__(self, strength: float, seed: int):
         self.strength = _check_strength(strength)
@@ -172,12 +219,16 @@ class _SlotVectorPenalty(_Penalty):
 class JacobianSpectralPenalty(_SlotVectorPenalty):
     """λ · mean_x ‖J_f(x)‖₂², with J_f(x) = ∂f(x)/∂x the (C × d) input Jacobian of the logits.
 
-    Power iteration on J Jᵀ: ``u = Jv/‖Jv‖`` (a JVP: a forward-mode AD pass without graph, which
-    unlike ``torch.func.jvp`` works with BatchNorm updating its buffers in train mode),
-    ``v ← Jᵀu`` (a VJP through one recorded forward pass). The penalty is ``λ · mean ‖Jᵀu‖²`` from the last
-    iteration, a lower bound on ``mean σ₁²`` that is tight once ``u`` is the top left singular
-    vector; the last VJP keeps its graph, so the penalty is differentiable in θ, and by the
-    envelope theorem its gradient equals that of ``σ₁²`` at convergence (``u`` held fixed).
+    Power iteration on J Jᵀ: ``u = Jv/‖Jv‖``, ``v ← Jᵀu``, all on one recorded forward pass.
+    ``Jᵀu`` is a VJP; ``Jv`` is the transpose of a VJP (the "double-VJP trick"): ``g(w) = Jᵀw``
+    is recorded once per call with a dummy cotangent w, and ``Jv = ∂(g·v)/∂w`` is a backward
+    pass through that record, cheaper here than torch's forward-mode AD (which recomputes the
+    primal and multiplies by the zero tangents of the weights) and, unlike ``torch.func.jvp``,
+    fine with BatchNorm updating its buffers in train mode. The penalty is ``λ · mean ‖Jᵀu‖²``
+    from the last iteration, a lower bound on ``mean σ₁²`` that is tight once ``u`` is the top
+    left singular vector; the last VJP keeps its graph, so the penalty is differentiable in θ,
+    and by the envelope theorem its gradient equals that of ``σ₁²`` at convergence (``u`` held
+    fixed).
 
     Warm start: the right singular vector estimates ``v`` are carried across calls in
     :attr:`vectors`, one per **batch slot** (row i of the next batch starts from row i of the
@@ -187,10 +238,11 @@ class JacobianSpectralPenalty(_SlotVectorPenalty):
     usable estimate, and ``num_iters`` > 1 sharpens it within the step. Missing slots (a larger
     batch, the first call) are drawn from the seeded generator.
 
-    Cost per call: one forward pass with graph, ``num_iters`` forward-mode passes without graph
-    (about two forward passes each) and ``num_iters`` backward passes (the last with
-    ``create_graph``), plus the double-backward pass that the
-    training step's ``loss.backward()`` makes through it. BatchNorm in train mode: the batch map
+    Cost per call: one forward pass with graph (none with ``logits=``: the training step's own
+    pass is used), one input-gradient backward pass recording ``g``, ``num_iters`` backward
+    passes through that record (the JVPs) and ``num_iters`` input-gradient backward passes (the
+    last with ``create_graph``), plus the double-backward pass that the training step's
+    ``loss.backward()`` makes through it. BatchNorm in train mode: the batch map
     mixes samples, and the products are those of the whole batch map (cross-sample terms are
     O(1/batch)); running statistics are restored after the penalty's passes.
 
@@ -210,24 +262,26 @@ class JacobianSpectralPenalty(_SlotVectorPenalty):
     """
 
     _SETTINGS = ("strength", "num_iters", "seed")
+    shares_forward = True
 
     def __init__(self, strength: float, num_iters: int = 1, *, seed: int = 0):
         super().__init__(strength, seed)
         self.num_iters = _check_count("num_iters", num_iters)
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor,
-                 targets: torch.Tensor | None = None) -> torch.Tensor:
-        x = inputs.detach().requires_grad_(True)
-        v = self._start_vectors(x)
-        with _batchnorm_stats_kept(model):
-            out = model(x)
-            for step in range(self.num_iters):
-                with torch.no_grad(), fwAD.dual_level():
-                    jv = fwAD.unpack_dual(model(fwAD.make_dual(x.detach(), v))).tangent
-                last = step == self.num_iters - 1
-                jtu = torch.autograd.grad(out, x, _unit(jv), retain_graph=True,
-                                          create_graph=last)[0]
-                v = _unit(jtu.detach())
+                 targets: torch.Tensor | None = None, *,
+                 logits: torch.Tensor | None = None) -> torch.Tensor:
+        """``λ · mean ‖Jᵀu‖²``; ``logits``: the training pass ``model(inputs)`` (see module)."""
+        x, out = _input_graph(model, inputs, logits)
+        v = self._start_vectors(x.detach())
+        dummy = torch.zeros_like(out, requires_grad=True)
+        transpose = torch.autograd.grad(out, x, dummy, retain_graph=True, create_graph=True)[0]
+        for step in range(self.num_iters):
+            jv = torch.autograd.grad(transpose, dummy, v, retain_graph=True, allow_unused=True,
+                                     materialize_grads=True)[0]
+            last = step == self.num_iters - 1
+            jtu = torch.autograd.grad(out, x, _unit(jv), retain_graph=True, create_graph=last)[0]
+            v = _unit(jtu.detach())
         self._carry(v)
         return self.strength * jtu.flatten(1).pow(2).sum(dim=1).mean()
 
@@ -241,8 +295,9 @@ class JacobianFrobeniusPenalty(_Penalty):
     ``m = C`` the frame is a basis and the value is exact; ``m = 1`` is Hoffman et al.'s estimator
     ``C ‖vᵀJ‖²`` with v uniform on the sphere.
 
-    Cost per call: one forward pass and m backward passes with ``create_graph``, plus the
-    double-backward pass through them in ``loss.backward()``. arXiv:1908.02729.
+    Cost per call: one forward pass (none with ``logits=``: the training step's own pass is
+    used) and m backward passes with ``create_graph``, plus the double-backward pass through
+    them in ``loss.backward()``. arXiv:1908.02729.
 
     Args:
         strength: λ ≥ 0.
@@ -251,16 +306,17 @@ class JacobianFrobeniusPenalty(_Penalty):
     """
 
     _SETTINGS = ("strength", "num_projections", "seed")
+    shares_forward = True
 
     def __init__(self, strength: float, num_projections: int = 1, *, seed: int = 0):
         super().__init__(strength, seed)
         self.num_projections = _check_count("num_projections", num_projections)
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor,
-                 targets: torch.Tensor | None = None) -> torch.Tensor:
-        x = inputs.detach().requires_grad_(True)
-        with _batchnorm_stats_kept(model):
-            out = model(x)
+                 targets: torch.Tensor | None = None, *,
+                 logits: torch.Tensor | None = None) -> torch.Tensor:
+        """``λ (C/m) mean Σ_j ‖q_jᵀJ‖²``; ``logits``: the training pass ``model(inputs)``."""
+        x, out = _input_graph(model, inputs, logits)
         n, c = out.shape
         m = self.num_projections
         if m > c:
@@ -271,7 +327,8 @@ class JacobianFrobeniusPenalty(_Penalty):
         frames = torch.linalg.qr(gaussian).Q
         squared = out.new_zeros(n)
         for j in range(m):
-            a = torch.autograd.grad(out, x, frames[..., j], create_graph=True)[0]
+            a = torch.autograd.grad(out, x, frames[..., j], retain_graph=True,
+                                    create_graph=True)[0]
             squared = squared + a.flatten(1).pow(2).sum(dim=1)
         return self.strength * (c / m) * squared.mean()
 
@@ -415,13 +472,17 @@ class InputCurvaturePenalty(_SlotVectorPenalty):
       only form that sees anything: it measures the gate flips between x and x+δ. δ is not clipped
       to the pixel range. Cost: one forward and one ``create_graph`` backward pass on 2n inputs
       (x and x+δ in one batch; with BatchNorm in train mode they share the batch statistics).
+      With ``logits=`` and no BatchNorm in train mode, the training step's pass serves for x and
+      the forward pass is on x+δ only (n inputs); one backward pass of
+      ``f_c(x+δ) − f_c(x)`` to x gives the difference directly.
     - ``form='hessian'``: ``λ · mean_x ‖∇²_x f_c(x)‖₂²`` by power iteration on input-space
       Hessian-vector products ``Hv`` (double backward), vectors carried per batch slot as in
       :class:`JacobianSpectralPenalty`; the value is ``‖Hv‖²`` at the last iterate (a lower bound,
       tight when v is the top eigenvector of ``H²``). **Zero almost everywhere for ReLU (and any
       piecewise-linear) network**: the penalty is then identically 0 and has no gradient; use a
-      smooth activation (tanh, gelu, softplus, silu) with this form. Cost: one forward pass,
-      one ``create_graph`` backward pass and ``num_iters`` double-backward passes.
+      smooth activation (tanh, gelu, softplus, silu) with this form. Cost: one forward pass
+      (none with ``logits=``), one ``create_graph`` backward pass and ``num_iters``
+      double-backward passes.
 
     Source: PAPER.md "Regularisers" (d), our reconstruction.
 
@@ -436,6 +497,7 @@ class InputCurvaturePenalty(_SlotVectorPenalty):
     """
 
     _SETTINGS = ("strength", "form", "sigma", "num_iters", "seed")
+    shares_forward = True
 
     def __init__(self, strength: float, form: str = "finite_difference", *, sigma: float = 0.05,
                  num_iters: int = 1, seed: int = 0):
@@ -449,20 +511,33 @@ class InputCurvaturePenalty(_SlotVectorPenalty):
         self.num_iters = _check_count("num_iters", num_iters)
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor,
-                 targets: torch.Tensor | None = None) -> torch.Tensor:
+                 targets: torch.Tensor | None = None, *,
+                 logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The penalty; ``logits``: the training pass ``model(inputs)`` (see module)."""
         if targets is None or targets.shape != inputs.shape[:1]:
             raise ValueError(f"InputCurvaturePenalty needs integer class labels of shape "
                              f"({len(inputs)},) as targets; got "
                              f"{None if targets is None else tuple(targets.shape)}.")
+        if logits is not None:
+            _shared_logits(inputs, logits)
         if self.form == "finite_difference":
-            return self._finite_difference(model, inputs, targets)
-        return self._hessian(model, inputs, targets)
+            return self._finite_difference(model, inputs, targets, logits)
+        return self._hessian(model, inputs, targets, logits)
 
     def _finite_difference(self, model: nn.Module, inputs: torch.Tensor,
-                           targets: torch.Tensor) -> torch.Tensor:
+                           targets: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
         x = inputs.detach()
         delta = self.sigma * torch.randn(x.shape, generator=self._generator_on(x.device),
                                          device=x.device, dtype=x.dtype)
+        if logits is not None and not _has_train_batchnorm(model):
+            # x+δ built from the shared leaf: one backward of f_c(x+δ) − f_c(x) to it gives
+            # ∇f_c(x+δ) − ∇f_c(x). (Train-mode BatchNorm: x and x+δ must share batch
+            # statistics, so the 2n batch below is used instead.)
+            index = targets.view(-1, 1)
+            shifted = model(inputs + delta).gather(1, index).sum()
+            change = torch.autograd.grad(shifted - logits.gather(1, index).sum(), inputs,
+                                         retain_graph=True, create_graph=True)[0]
+            return self.strength * change.flatten(1).pow(2).sum(dim=1).mean()
         both = torch.cat([x, x + delta]).requires_grad_(True)
         with _batchnorm_stats_kept(model):
             out = model(both)
@@ -472,13 +547,16 @@ class InputCurvaturePenalty(_SlotVectorPenalty):
         return self.strength * change.flatten(1).pow(2).sum(dim=1).mean()
 
     def _hessian(self, model: nn.Module, inputs: torch.Tensor,
-                 targets: torch.Tensor) -> torch.Tensor:
-        x = inputs.detach().requires_grad_(True)
-        v = self._start_vectors(x)
-        with _batchnorm_stats_kept(model):
-            out = model(x)
+                 targets: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+        if logits is None:
+            x = inputs.detach().requires_grad_(True)
+            with _batchnorm_stats_kept(model):
+                out = model(x)
+        else:
+            x, out = inputs, logits
+        v = self._start_vectors(x.detach())
         grads = torch.autograd.grad(out.gather(1, targets.view(-1, 1)).sum(), x,
-                                    create_graph=True)[0]
+                                    retain_graph=True, create_graph=True)[0]
         for step in range(self.num_iters):
             last = step == self.num_iters - 1
             hv = torch.autograd.grad(grads, x, v, retain_graph=True, create_graph=last,

@@ -3,7 +3,10 @@
 ``loss = cross_entropy(model(x), y) + regularizer(model, x, y)``. A regulariser is any
 callable with that signature returning a scalar (its strength λ included); if it has
 ``state_dict``/``load_state_dict`` (carried power-iteration vectors, say) that state is
-checkpointed with the model.
+checkpointed with the model. One with ``shares_forward = True`` (stabnb's input-Jacobian and
+curvature penalties) is called as ``regularizer(model, x, y, logits=logits)`` on the step's own
+forward pass, ``x`` requiring grad, in float32 precision (see
+:func:`stabnb.regularizers.shared_forward_inputs`).
 
 Checkpoints live in ``checkpoint_dir`` under a key hashed from everything that decides the
 result (config, architecture, initial weights, data, regulariser), are written atomically
@@ -29,6 +32,7 @@ from torch import nn
 from .checks import check_finite, resolve_device
 from .io import save_torch
 from .progress import progress
+from .regularizers import shared_forward_inputs
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate_accuracy", "predict"]
 
@@ -169,6 +173,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: T
     checkpoint = Path(cfg.checkpoint_dir) / f"{key}.pt" if cfg.checkpoint_dir else None
 
     optimizer = _optimizer(model, cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = -(-len(train_x) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -188,8 +193,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: T
         history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_time"]
 
     x_all, y_all = train_x.to(device), train_y.to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=cfg.precision == "bfloat16" and device.type == "cuda")
+    low_precision = cfg.precision == "bfloat16" and device.type == "cuda"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision)
     started = time.perf_counter()
     for epoch in progress(range(start_epoch, cfg.epochs), desc="epochs", total=cfg.epochs - start_epoch,
                           enabled=cfg.progress):
@@ -199,17 +204,24 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: T
         for step in range(steps_per_epoch):
             index = permutation[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x, y = x_all[index], y_all[index]
+            # The penalty reuses this forward pass, except under bfloat16 autocast.
+            shared = None if low_precision else shared_forward_inputs(regularizer, x)
             with autocast:
-                logits = model(x)
+                logits = model(x if shared is None else shared)
                 loss = F.cross_entropy(logits.float(), y)
-            penalty = regularizer(model, x, y) if regularizer is not None else torch.zeros((), device=device)
+            if regularizer is None:
+                penalty = torch.zeros((), device=device)
+            elif shared is None:
+                penalty = regularizer(model, x, y)
+            else:
+                penalty = regularizer(model, shared, y, logits=logits)
             total = loss + penalty
             if not torch.isfinite(total):
                 raise ValueError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} "
                                  f"(loss={loss.item():.4g}, penalty={penalty.item():.4g}); "
                                  "lower lr or the regulariser strength.")
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            total.backward(inputs=trainable if shared is not None else None)
             optimizer.step()
             scheduler.step()
             sums += torch.stack([loss.detach() * len(y), penalty.detach() * len(y),

@@ -8,7 +8,7 @@ from torch import nn
 from stabnb.models import MLP, build_model
 from stabnb.regularizers import (
     REGULARIZERS, InputCurvaturePenalty, JacobianFrobeniusPenalty, JacobianSpectralPenalty,
-    WeightSpectralPenalty, make_regularizer,
+    WeightSpectralPenalty, make_regularizer, shared_forward_inputs,
 )
 
 
@@ -272,3 +272,71 @@ def test_curvature_needs_targets():
     model, (x, _) = tiny_mlp(), batch()
     with pytest.raises(ValueError, match="targets"):
         InputCurvaturePenalty(1.0)(model, x, None)
+
+
+# --- shared forward pass (reg(model, x, y, logits=model(x))) --------------------------------
+
+def _shared_and_plain(make, model, x, y, state=None):
+    """(plain value, plain θ-gradient, shared value, shared θ-gradient) of two equal penalties."""
+    plain_reg, shared_reg = make(), make()
+    if state is not None:
+        plain_reg.load_state_dict(state)
+        shared_reg.load_state_dict(state)
+    plain = plain_reg(model, x, y)
+    plain_grad = param_grads(model, plain)
+    inputs = shared_forward_inputs(shared_reg, x)
+    shared = shared_reg(model, inputs, y, logits=model(inputs))
+    return plain, plain_grad, shared, param_grads(model, shared), plain_reg, shared_reg
+
+
+@pytest.mark.parametrize("make", [
+    lambda: JacobianSpectralPenalty(0.3, num_iters=1),
+    lambda: JacobianSpectralPenalty(0.3, num_iters=3),
+    lambda: JacobianFrobeniusPenalty(0.7, num_projections=2, seed=1),
+    lambda: InputCurvaturePenalty(0.4, sigma=1e-2, seed=5),
+    lambda: InputCurvaturePenalty(0.2, form="hessian", num_iters=2),
+])
+def test_shared_forward_gives_the_same_value_gradient_and_state(make):
+    model, (x, y) = tiny_mlp(), batch()
+    assert make().shares_forward
+    plain, plain_grad, shared, shared_grad, plain_reg, shared_reg = _shared_and_plain(
+        make, model, x, y)
+    torch.testing.assert_close(shared, plain, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(shared_grad, plain_grad, rtol=1e-10, atol=1e-15)
+    if getattr(plain_reg, "vectors", None) is not None:
+        torch.testing.assert_close(shared_reg.vectors, plain_reg.vectors, rtol=1e-10, atol=1e-15)
+
+
+def test_shared_forward_with_batchnorm_matches_the_plain_call():
+    torch.manual_seed(0)
+    model = build_model("resnet", (3, 8, 8), 4, width=4, blocks=1).double().train()
+    x, y = torch.rand(6, 3, 8, 8), torch.randint(0, 4, (6,))
+    for make in (lambda: JacobianSpectralPenalty(0.1, num_iters=2),
+                 lambda: JacobianFrobeniusPenalty(0.1, 2), lambda: InputCurvaturePenalty(0.1)):
+        model(x)                                   # the plain call's training forward pass
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        plain_reg, shared_reg = make(), make()
+        plain = plain_reg(model, x, y)
+        plain_grad = param_grads(model, plain)
+        for key, tensor in model.state_dict().items():
+            assert torch.equal(tensor, before[key]), key
+        model.load_state_dict({k: v.clone() for k, v in before.items()})
+        inputs = shared_forward_inputs(shared_reg, x)
+        shared = shared_reg(model, inputs, y, logits=model(inputs))
+        torch.testing.assert_close(shared, plain, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(param_grads(model, shared), plain_grad, rtol=1e-8,
+                                   atol=1e-12)
+        model.load_state_dict(before)
+
+
+def test_shared_forward_inputs_and_bad_logits():
+    model, (x, y) = tiny_mlp(), batch()
+    assert shared_forward_inputs(None, x) is None
+    assert shared_forward_inputs(WeightSpectralPenalty(0.1), x) is None
+    assert shared_forward_inputs(lambda model, x, y: 0.0, x) is None
+    inputs = shared_forward_inputs(JacobianSpectralPenalty(0.1), x)
+    assert inputs.requires_grad and torch.equal(inputs, x) and not x.requires_grad
+    with pytest.raises(ValueError, match="require grad"):
+        JacobianSpectralPenalty(0.1)(model, x, y, logits=model(x))
+    with pytest.raises(ValueError, match="do not match"):
+        JacobianFrobeniusPenalty(0.1)(model, inputs, y, logits=model(inputs)[:3])

@@ -129,3 +129,19 @@ def test_batchnorm_model_trains_and_checkpoints(tmp_path):
     torch.manual_seed(0)
     again = train(build_model("resnet", (3, 8, 8), 3, width=4), x, y, cfg)
     assert again.key == first.key and again.resumed_from_epoch == 1
+
+
+def test_shared_forward_regularizer_trains_like_the_plain_call():
+    from stabnb.regularizers import JacobianSpectralPenalty
+
+    cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", progress=False)
+    weights, penalties = [], []
+    for wrap in (False, True):
+        model, x, y = _toy()
+        reg = JacobianSpectralPenalty(1e-2)
+        hook = (lambda m, xb, yb: reg(m, xb, yb)) if wrap else reg   # a plain callable: own pass
+        result = train(model, x, y, cfg, regularizer=hook)
+        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+        penalties.append(result.history[-1]["penalty"])
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+    assert penalties[0] > 0 and abs(penalties[0] - penalties[1]) < 1e-5 * penalties[1]
