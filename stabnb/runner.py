@@ -243,6 +243,10 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         for index, (entry, reason) in enumerate(todo, start=1)]
     results_dir.mkdir(parents=True, exist_ok=True)
     kernel_env = {**KERNEL_ENV, "STABNB_FIGURES_DIR": str(out_root / "figures")}
+    if resolved.type == "cpu" and jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Kernels side by side must not oversubscribe the cores: OpenMP threads that outnumber
+        # them spin against each other and slow small kernels many times over.
+        kernel_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     unstarted = _run_notebooks(tasks, jobs, finish, kernel_env)
     interrupted = unstarted is not None
     for entry in unstarted or ():
