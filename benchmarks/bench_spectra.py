@@ -145,7 +145,7 @@ def hessian_topk(model, x, y, H, quick: bool) -> None:
             from scipy.sparse.linalg import eigsh
 
             def run_curvlinops():
-                op = HessianLinearOperator(model, F.cross_entropy,
+                op = HessianLinearOperator(model, torch.nn.CrossEntropyLoss(),
                                            [p for p in model.parameters()], [(x, y)],
                                            check_deterministic=False).to_scipy()
                 return eigsh(op, k=k, which="LA", return_eigenvectors=False)
