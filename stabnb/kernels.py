@@ -71,6 +71,13 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name}={value!r} must be a positive finite number.")
 
 
+def _check_times(times: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    if times.dim() != 1 or bool((times < 0).any()):
+        raise ValueError(f"times must be a 1-D tensor of times t ≥ 0; got shape "
+                         f"{tuple(times.shape)}.")
+    return times.to(dtype=kernel.dtype, device=kernel.device)
+
+
 def _row_norms(values: torch.Tensor) -> torch.Tensor:
     return values.abs() if values.dim() == 1 else torch.linalg.vector_norm(values, dim=1)
 
@@ -252,10 +259,7 @@ def gradient_flow_noise(kernel: torch.Tensor, noise: torch.Tensor, times: torch.
     _check_kernel(kernel)
     _check_rows(noise, kernel.shape[0], "noise")
     _check_positive("lr", lr)
-    if times.dim() != 1 or bool((times < 0).any()):
-        raise ValueError(f"times must be a 1-D tensor of times t ≥ 0; got shape "
-                         f"{tuple(times.shape)} with min {float(times.min()):.3g}.")
-    times = times.to(dtype=kernel.dtype, device=kernel.device)
+    times = _check_times(times, kernel)
     eigenvalues, vectors = _eigh(kernel)
     absorbed = -torch.expm1(-lr * times.view(-1, 1) * eigenvalues.clamp_min(0.0).view(1, -1))
     fitted = _apply(vectors, absorbed, noise)
@@ -341,10 +345,7 @@ def linearized_gradient_flow(kernel: torch.Tensor, residual0: torch.Tensor, time
     _check_kernel(kernel)
     _check_rows(residual0, kernel.shape[0], "residual0")
     _check_positive("lr", lr)
-    if times.dim() != 1 or bool((times < 0).any()):
-        raise ValueError(f"times must be a 1-D tensor of times t ≥ 0; got shape "
-                         f"{tuple(times.shape)}.")
-    times = times.to(dtype=kernel.dtype, device=kernel.device)
+    times = _check_times(times, kernel)
     eigenvalues, vectors = _eigh(kernel)
     decay = torch.exp(-lr * times.view(-1, 1) * eigenvalues.view(1, -1))
     residuals = _apply(vectors, decay, residual0)

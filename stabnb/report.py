@@ -238,16 +238,20 @@ def summary_table(records: pd.DataFrame | Iterable[Mapping[str, Any]], metrics: 
         Long table: the ``by`` columns, ``metric``, ``mean``, ``lo``, ``hi``, ``n`` (seeds).
     """
     frame = records_frame(records, metrics)
-    rows = []
-    for key, group in _groups(frame, by):
-        for metric in metrics:
-            finite = group[metric].dropna()
-            if finite.empty:
-                continue
-            interval = seed_interval(finite.tolist(), confidence=confidence)
-            rows.append({**dict(zip(by, key)), "metric": metric, "mean": interval.mean,
-                         "lo": interval.lo, "hi": interval.hi, "n": interval.n})
-    return pd.DataFrame(rows, columns=[*by, "metric", "mean", "lo", "hi", "n"])
+    rows = [_interval_row(by, key, metric, group[metric], confidence)
+            for key, group in _groups(frame, by) for metric in metrics]
+    return pd.DataFrame([r for r in rows if r], columns=[*by, "metric", "mean", "lo", "hi", "n"])
+
+
+def _interval_row(by: Sequence[str], key: Any, metric: str, values: pd.Series,
+                  confidence: float) -> dict[str, Any] | None:
+    """One long-table row: the group key, ``metric`` and the t-interval of its finite values."""
+    finite = values.replace([math.inf, -math.inf], math.nan).dropna()
+    if finite.empty:
+        return None
+    interval = seed_interval(finite.tolist(), confidence=confidence)
+    return {**dict(zip(by, key)), "metric": metric, "mean": interval.mean, "lo": interval.lo,
+            "hi": interval.hi, "n": interval.n}
 
 
 def _paired_changes(frame: pd.DataFrame, metric: str, *, as_instability: bool) -> pd.DataFrame:
@@ -286,17 +290,11 @@ def relative_change_table(records: pd.DataFrame | Iterable[Mapping[str, Any]],
         Long table: ``by``, ``metric``, ``mean``, ``lo``, ``hi``, ``n``.
     """
     frame = records_frame(records, metrics)
-    rows = []
-    for metric in metrics:
-        joined = _paired_changes(frame, metric, as_instability=as_instability)
-        for key, group in _groups(joined, by):
-            finite = group["_change"].replace([math.inf, -math.inf], math.nan).dropna()
-            if finite.empty:
-                continue
-            interval = seed_interval(finite.tolist(), confidence=confidence)
-            rows.append({**dict(zip(by, key)), "metric": metric, "mean": interval.mean,
-                         "lo": interval.lo, "hi": interval.hi, "n": interval.n})
-    return pd.DataFrame(rows, columns=[*by, "metric", "mean", "lo", "hi", "n"])
+    rows = [_interval_row(by, key, metric, group["_change"], confidence)
+            for metric in metrics
+            for key, group in _groups(_paired_changes(frame, metric,
+                                                      as_instability=as_instability), by)]
+    return pd.DataFrame([r for r in rows if r], columns=[*by, "metric", "mean", "lo", "hi", "n"])
 
 
 def format_table(table: pd.DataFrame, *, digits: int = 3, percent: bool = False) -> pd.DataFrame:
