@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from .notebook import PROFILES
-from .runner import reproduce
+from .reproduce import reproduce
 
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

@@ -7,18 +7,20 @@ half-written cache, checkpoint, figure or report behind.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "project_root"]
+__all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "project_root",
+           "source_digest"]
 
 
 @contextlib.contextmanager
@@ -76,14 +78,62 @@ def project_root(start: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def package_digest() -> str:
-    """SHA-256 of stabnb's own source files (the runner and CLI excluded): what a cached result
-    computed by the package depends on."""
+def source_digest(modules: Iterable[str]) -> str:
+    """SHA-256 of the code of ``modules`` (``"stabnb.study"``, ...) and of every stabnb module they
+    import, transitively: what a cached result computed by that code depends on.
+
+    Each module enters as its syntax tree with docstrings dropped (comments never reach the tree),
+    so editing prose, comments or an unrelated module (plotting, notebook support) leaves the
+    digest unchanged, while any change to code that runs changes it.
+    """
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        if path.name in ("runner.py", "__main__.py"):
-            continue
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for name in sorted(_imported_modules(modules, package)):
+        digest.update(name.encode() + b"\0" + _code_dump(_module_file(name, package)).encode())
     return digest.hexdigest()
+
+
+def _module_file(name: str, package: Path) -> Path:
+    relative = Path(*name.split(".")[1:])
+    candidate = package / relative
+    return candidate / "__init__.py" if candidate.is_dir() else candidate.with_suffix(".py")
+
+
+def _is_module(name: str, package: Path) -> bool:
+    return name.split(".")[0] == package.name and _module_file(name, package).is_file()
+
+
+def _code_dump(path: Path) -> str:
+    """The module's syntax tree without docstrings, as text."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+def _imported_modules(modules: Iterable[str], package: Path) -> set[str]:
+    """``modules`` and the stabnb modules they import, transitively (parents included)."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen or not _is_module(name, package):
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        path = _module_file(name, package)
+        here = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(here[:len(here) - node.level + 1]) if node.level else ""
+                origin = ".".join(filter(None, (base, node.module or "")))
+                todo.append(origin)
+                todo += [f"{origin}.{alias.name}" for alias in node.names]
+    return seen

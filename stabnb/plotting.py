@@ -58,7 +58,7 @@ def plot_slack_ecdf(slack_by_group: dict[str, Any], *, title: str,
 def plot_noise_absorption(result: Any) -> Figure:
     """Fraction 1 − e^{−ηλᵢt} of label noise fitted along each NTK eigendirection vs ηt (R7).
 
-    ``result`` is a :class:`stabnb.kernels.GradientFlowNoiseResult`; lines are coloured by
+    ``result`` is a :class:`stabnb.theory.kernels.GradientFlowNoiseResult`; lines are coloured by
     log λᵢ, so the slow absorption of small-eigenvalue directions shows as a colour gradient.
     """
     fig, ax = new_figure(width=4.6)
@@ -82,8 +82,8 @@ def plot_noise_absorption(result: Any) -> Figure:
 def plot_gradient_flow(flow: Any, simulated: Any | None = None) -> Figure:
     """‖r_t‖ of linearised gradient flow against its bound e^{−ηλ_min t}‖r_0‖ (R8).
 
-    ``flow`` is a :class:`stabnb.kernels.GradientFlowResult`; ``simulated`` an optional
-    :class:`stabnb.kernels.GradientDescentResult` at a small step h, drawn at t = h·k (η = 1).
+    ``flow`` is a :class:`stabnb.theory.kernels.GradientFlowResult`; ``simulated`` an optional
+    :class:`stabnb.theory.kernels.GradientDescentResult` at a small step h, drawn at t = h·k (η = 1).
     """
     fig, ax = new_figure()
     times = (flow.lr * flow.times).cpu().numpy()
@@ -125,7 +125,7 @@ def plot_hessian_vs_ntk(comparisons: Sequence[Any]) -> Figure:
 def plot_concentration(checks: dict[str, Any]) -> Figure:
     """Typical sensitivity against effective rank at a fixed operator norm, one panel a family.
 
-    Each value is a :class:`stabnb.bounds.TypicalSensitivityCheck`. Everything is divided by
+    Each value is a :class:`stabnb.theory.TypicalSensitivityCheck`. Everything is divided by
     σ²‖J‖₂² (``worst_case / d``), so the Monte Carlo mean sits at ≈ srank, the entropy bound on
     the line y = exp(H) and the worst case at y = d.
     """

@@ -58,7 +58,7 @@ from .checks import resolve_device
 from .data import load_dataset
 from .entropy_link import EntropyLinkTable, per_sample_table
 from .gmsi import COMPONENTS, gmsi
-from .io import package_digest, project_root, read_json, write_json, write_text
+from .io import project_root, read_json, source_digest, write_json, write_text
 from .models import MLP, build_model
 from .progress import progress
 from .regularizers import REGULARIZERS, make_regularizer
@@ -520,7 +520,7 @@ def study_dir(name: str, profile: str, config: StudyConfig) -> Path:
     finished cells of the same code and config are reused.
     """
     root = os.environ.get("STABNB_WORK_DIR") or (project_root() or Path.cwd()) / "runs" / "work"
-    return Path(root) / profile / f"{name}-{package_digest()[:10]}-{config.fingerprint()[:8]}"
+    return Path(root) / profile / f"{name}-{source_digest([__name__])[:10]}-{config.fingerprint()[:8]}"
 
 
 def load_study(out_dir: str | os.PathLike) -> StudyResult:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from stabnb.kernels import (
+from stabnb.theory.kernels import (
     gd_contraction_factor, gd_stability_threshold, gradient_flow_noise, kernel_ridge_predict,
     label_noise_propagation, linearized_gradient_descent, linearized_gradient_flow,
 )
@@ -153,7 +153,7 @@ def _tiny_network(activation: str = "tanh"):
 
 
 def test_ntk_problem_pieces_agree_with_the_parameter_jacobian():
-    from stabnb.kernels import linearized_problem, ntk_train_query
+    from stabnb.theory.kernels import linearized_problem, ntk_train_query
     from stabnb.operators import ntk_gram
     model, inputs = _tiny_network()
     with torch.no_grad():
@@ -170,7 +170,7 @@ def test_ntk_problem_pieces_agree_with_the_parameter_jacobian():
 
 
 def test_mse_hessian_equals_gauss_newton_at_interpolation_and_drifts_with_residuals():
-    from stabnb.kernels import mse_hessian_vs_ntk
+    from stabnb.theory.kernels import mse_hessian_vs_ntk
     model, inputs = _tiny_network()
     with torch.no_grad():
         outputs = model(inputs)
@@ -183,7 +183,7 @@ def test_mse_hessian_equals_gauss_newton_at_interpolation_and_drifts_with_residu
 
 
 def test_fitted_fraction_recovers_gradient_flow_absorption():
-    from stabnb.kernels import fitted_fraction
+    from stabnb.theory.kernels import fitted_fraction
     kernel, _ = _psd(5, 8, seed=6)
     noise = torch.randn(5, generator=torch.Generator().manual_seed(6), dtype=D)
     times = torch.tensor([0.1, 1.0], dtype=D)

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import check_finite
-from .operators import LossHessian, ntk_gram, parameter_jacobian
-from .spectra import lanczos
+from ..checks import check_finite
+from ..operators import LossHessian, ntk_gram, parameter_jacobian
+from ..spectra import lanczos
 
 __all__ = [
     "LabelNoiseResult", "GradientFlowNoiseResult", "GradientFlowResult",

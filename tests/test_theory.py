@@ -1,4 +1,4 @@
-"""Tests for stabnb.bounds: the R1–R6 checks on tiny float64 networks against dense ground truth."""
+"""Tests for stabnb.theory: the R1–R6 checks on tiny float64 networks against dense ground truth."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from stabnb import bounds
+from stabnb import theory
+from stabnb.theory import product
 from stabnb.models import ACTIVATIONS, MLP, ResNet20, SmallCNN
 
 DTYPE = torch.float64
 
 
 def _family(activations=("relu", "tanh", "gelu"), depths=(1, 2), seed=0, **kw):
-    return bounds.random_networks(kw.pop("input_shape", (6,)), kw.pop("num_classes", 3),
+    return theory.random_networks(kw.pop("input_shape", (6,)), kw.pop("num_classes", 3),
                                   widths=(8,), depths=depths, activations=activations,
                                   generator=torch.Generator().manual_seed(seed), **kw)
 
@@ -44,22 +45,22 @@ def _linear_net(d=6, c=3, seed=0):
 def test_product_equals_autograd_mlp(activation):
     member, = _family((activation,), depths=(2,))
     x = _inputs((6,))
-    explicit = bounds.weight_gate_product(member.model, x).jacobian
+    explicit = theory.weight_gate_product(member.model, x).jacobian
     torch.testing.assert_close(explicit, _dense_jacobians(member.model, x), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_product_equals_autograd_cnn(activation):
-    family = bounds.random_networks((2, 8, 8), 3, architecture="cnn", widths=(3,), depths=(2,),
+    family = theory.random_networks((2, 8, 8), 3, architecture="cnn", widths=(3,), depths=(2,),
                                     activations=(activation,),
                                     generator=torch.Generator().manual_seed(0))
     x = _inputs((2, 8, 8))
-    representation = bounds.weight_gate_product(family[0].model, x)
+    representation = theory.weight_gate_product(family[0].model, x)
     torch.testing.assert_close(representation.jacobian, _dense_jacobians(family[0].model, x),
                                rtol=0, atol=1e-10)
     kinds = [f.kind for f in representation.factors]
     assert kinds.count("selection") == 2 and kinds.count("gate") == 3
-    check = bounds.check_product_representation(family[0].model, x)
+    check = theory.check_product_representation(family[0].model, x)
     assert bool(check.holds.all()) and float(check.relative_error.max()) < 1e-12
 
 
@@ -68,13 +69,13 @@ def test_product_sequential_strided_conv_and_avgpool():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.Softplus(),
                           nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 3)).to(DTYPE).eval()
     x = _inputs((1, 8, 8))
-    torch.testing.assert_close(bounds.weight_gate_product(model, x).jacobian,
+    torch.testing.assert_close(theory.weight_gate_product(model, x).jacobian,
                                _dense_jacobians(model, x), rtol=0, atol=1e-10)
 
 
 def test_product_of_linear_net_is_the_weight_product():
     model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3)).to(DTYPE).eval()
-    representation = bounds.weight_gate_product(model, _inputs((6,)))
+    representation = theory.weight_gate_product(model, _inputs((6,)))
     expected = model[1].weight @ model[0].weight
     torch.testing.assert_close(representation.jacobian, expected.expand(4, 3, 6).detach())
     assert [f.kind for f in representation.factors] == ["weight", "weight"]
@@ -90,13 +91,13 @@ def test_product_of_linear_net_is_the_weight_product():
 def test_unsupported_layers_raise(model, match):
     shape = (1, 8, 8) if isinstance(model, ResNet20) or isinstance(model[0], nn.Conv2d) else (6,)
     with pytest.raises(ValueError, match=match):
-        bounds.weight_gate_product(model.to(DTYPE).eval(), _inputs(shape))
+        theory.weight_gate_product(model.to(DTYPE).eval(), _inputs(shape))
 
 
 def test_lipschitz_constants_are_the_sup_of_the_derivative():
     z = torch.linspace(-25, 25, 1_000_001, dtype=DTYPE)
-    for layer_type, constant in bounds._LIPSCHITZ.items():
-        grid_max = float(bounds._gate(layer_type(), z).abs().max())
+    for layer_type, constant in product.LIPSCHITZ.items():
+        grid_max = float(product._gate(layer_type(), z).abs().max())
         assert grid_max <= constant + 1e-12
         assert grid_max >= constant - 1e-8
 
@@ -106,24 +107,24 @@ def test_lipschitz_constants_are_the_sup_of_the_derivative():
 def test_forward_sensitivity_holds_and_layerwise_bound_tight_for_one_linear_layer():
     x = _inputs((6,))
     for member in _family():
-        result = bounds.check_forward_sensitivity(member.model, x, radius=0.5,
+        result = theory.check_forward_sensitivity(member.model, x, radius=0.5,
                                                   generator=torch.Generator().manual_seed(2))
         assert bool(result.holds.all())
         assert float(result.layerwise_slack.min()) >= 1.0 and float(result.path_slack.min()) >= 1.0
     linear = _linear_net()
-    result = bounds.check_forward_sensitivity(linear, x, generator=torch.Generator().manual_seed(2))
+    result = theory.check_forward_sensitivity(linear, x, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(result.layerwise_slack, torch.ones(4, dtype=DTYPE))
     torch.testing.assert_close(result.path_sup, result.jacobian_norm)
 
 
 def test_layerwise_bound_covers_conv_net():
-    family = bounds.random_networks((1, 8, 8), 3, architecture="cnn", widths=(3,), depths=(1,),
+    family = theory.random_networks((1, 8, 8), 3, architecture="cnn", widths=(3,), depths=(1,),
                                     activations=("relu",),
                                     generator=torch.Generator().manual_seed(0))
     x = _inputs((1, 8, 8), n=8)
     jacobians = _dense_jacobians(family[0].model, x).detach().flatten(2)
     norms = torch.linalg.matrix_norm(jacobians, ord=2)
-    assert float(norms.max()) <= bounds.layerwise_bound(family[0].model, (1, 8, 8))
+    assert float(norms.max()) <= theory.layerwise_bound(family[0].model, (1, 8, 8))
 
 
 # --- R3 ------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def test_layerwise_bound_covers_conv_net():
 def test_typical_sensitivity_chain_and_monte_carlo():
     x = _inputs((6,))
     for member in _family():
-        r = bounds.check_typical_sensitivity(member.model, x, num_samples=400,
+        r = theory.check_typical_sensitivity(member.model, x, num_samples=400,
                                              generator=torch.Generator().manual_seed(3))
         assert bool(r.holds.all())
         assert bool((r.frobenius <= r.entropy_bound * (1 + 1e-12)).all())
@@ -147,7 +148,7 @@ def test_typical_sensitivity_tight_for_flat_spectrum():
         q, _ = torch.linalg.qr(torch.randn(6, 3, generator=torch.Generator().manual_seed(0),
                                            dtype=DTYPE))
         model[0].weight.copy_(2.0 * q.T)
-    r = bounds.check_typical_sensitivity(model, _inputs((6,)), sigma=0.1, num_samples=2000,
+    r = theory.check_typical_sensitivity(model, _inputs((6,)), sigma=0.1, num_samples=2000,
                                          generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(r.entropy_bound, r.frobenius)
     torch.testing.assert_close(r.effective_rank, torch.full((4,), 3.0, dtype=DTYPE))
@@ -160,7 +161,7 @@ def test_typical_sensitivity_tight_for_flat_spectrum():
 def test_parameter_sensitivity_identity_and_bound():
     x = _inputs((6,))
     for member in _family():
-        r = bounds.check_parameter_sensitivity(member.model, x,
+        r = theory.check_parameter_sensitivity(member.model, x,
                                                generator=torch.Generator().manual_seed(5))
         assert bool(r.holds.all())
         assert float(r.identity_error.max()) < 1e-12
@@ -169,7 +170,7 @@ def test_parameter_sensitivity_identity_and_bound():
 
 def test_parameter_sensitivity_tight_for_model_linear_in_parameters():
     model = nn.Sequential(nn.Linear(6, 3, bias=False)).to(DTYPE).eval()
-    r = bounds.check_parameter_sensitivity(model, _inputs((6,)), radius=0.3,
+    r = theory.check_parameter_sensitivity(model, _inputs((6,)), radius=0.3,
                                            generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(r.top_direction_ratio, torch.ones(4, dtype=DTYPE))
     # f = W x: ∇_W f = I ⊗ xᵀ, so ‖∇_θ f(x)‖₂ = ‖x‖.
@@ -181,12 +182,12 @@ def test_parameter_sensitivity_tight_for_model_linear_in_parameters():
 def test_saliency_smooth_bound_and_relu_jumps():
     x = _inputs((6,), n=8)
     for member in _family(("tanh", "softplus")):
-        r = bounds.check_saliency(member.model, x, radius=0.1,
+        r = theory.check_saliency(member.model, x, radius=0.1,
                                   generator=torch.Generator().manual_seed(6))
         assert r.smooth and bool(r.holds.all())
         assert float(r.beta.min()) > 0
     for member in _family(("relu",)):
-        r = bounds.check_saliency(member.model, x, radius=0.5,
+        r = theory.check_saliency(member.model, x, radius=0.5,
                                   generator=torch.Generator().manual_seed(6))
         assert not r.smooth and bool(r.holds.all())
         assert bool((r.change[r.gate_flips == 0] == 0).all())
@@ -195,13 +196,13 @@ def test_saliency_smooth_bound_and_relu_jumps():
 
 def test_saliency_of_linear_net_is_constant_and_target_respected():
     model = _linear_net()
-    r = bounds.check_saliency(model, _inputs((6,)), target=2,
+    r = theory.check_saliency(model, _inputs((6,)), target=2,
                               generator=torch.Generator().manual_seed(6))
     assert r.target.tolist() == [2] * 4
     torch.testing.assert_close(r.saliency_norm, model[0].weight[2].norm().expand(4).detach())
     assert bool((r.change == 0).all()) and bool(r.holds.all())
     with pytest.raises(ValueError, match="shape"):
-        bounds.check_saliency(model, _inputs((6,)), target=torch.tensor([0, 1]))
+        theory.check_saliency(model, _inputs((6,)), target=torch.tensor([0, 1]))
 
 
 # --- R6 ------------------------------------------------------------------------------------
@@ -209,23 +210,23 @@ def test_saliency_of_linear_net_is_constant_and_target_respected():
 def test_ig_completeness_smooth_and_relu_convergence():
     x = _inputs((6,))
     smooth, relu = _family(("tanh",), depths=(2,))[0], _family(("relu",), depths=(2,))[0]
-    assert float(bounds.check_ig_completeness(smooth.model, x, n_steps=32)
+    assert float(theory.check_ig_completeness(smooth.model, x, n_steps=32)
                  .relative_error.max()) < 1e-6
-    coarse = bounds.check_ig_completeness(relu.model, x, n_steps=4, method="riemann_trapezoid")
-    fine = bounds.check_ig_completeness(relu.model, x, n_steps=256, method="riemann_trapezoid")
+    coarse = theory.check_ig_completeness(relu.model, x, n_steps=4, method="riemann_trapezoid")
+    fine = theory.check_ig_completeness(relu.model, x, n_steps=256, method="riemann_trapezoid")
     assert float(fine.error.mean()) < float(coarse.error.mean())
 
 
 def test_integrated_gradients_bounds():
     x = _inputs((6,))
     for member in _family(("relu", "gelu")):
-        r = bounds.check_integrated_gradients(member.model, x, n_steps=16,
+        r = theory.check_integrated_gradients(member.model, x, n_steps=16,
                                               generator=torch.Generator().manual_seed(7))
         assert bool(r.holds.all())
         assert r.smooth == (member.activation == "gelu")
         assert bool(r.perturbation_slack.isnan().all()) != r.smooth
     with pytest.raises(ValueError, match="baselines"):
-        bounds.check_integrated_gradients(member.model, x, baselines=torch.zeros(6))
+        theory.check_integrated_gradients(member.model, x, baselines=torch.zeros(6))
 
 
 # --- families ------------------------------------------------------------------------------
@@ -241,15 +242,15 @@ def test_random_networks_deterministic_and_validated():
     with pytest.raises(ValueError, match="unknown"):
         _family(("swish",))
     with pytest.raises(ValueError, match="divisible"):
-        bounds.random_networks((1, 6, 6), 3, architecture="cnn", depths=(2,))
-    cnn = bounds.random_networks((1, 8, 8), 3, architecture="cnn", widths=(2,), depths=(2,),
+        theory.random_networks((1, 6, 6), 3, architecture="cnn", depths=(2,))
+    cnn = theory.random_networks((1, 8, 8), 3, architecture="cnn", widths=(2,), depths=(2,),
                                  activations=("relu",))
     assert isinstance(cnn[0].model, SmallCNN) and cnn[0].input_shape == (1, 8, 8)
 
 
 def test_check_family_records_and_summaries():
     family = _family()
-    result = bounds.check_family(family, bounds.check_typical_sensitivity, num_inputs=3,
+    result = theory.check_family(family, theory.check_typical_sensitivity, num_inputs=3,
                                  generator=torch.Generator().manual_seed(8),
                                  progress_enabled=False, num_samples=16)
     assert len(result.records) == 18
@@ -266,9 +267,9 @@ def test_check_family_records_and_summaries():
 def test_to_dict_is_json_ready():
     member = _family(("tanh",), depths=(1,))[0]
     x = _inputs((6,))
-    for check in (bounds.check_product_representation, bounds.check_forward_sensitivity,
-                  bounds.check_typical_sensitivity, bounds.check_parameter_sensitivity,
-                  bounds.check_saliency, bounds.check_ig_completeness,
-                  bounds.check_integrated_gradients):
+    for check in (theory.check_product_representation, theory.check_forward_sensitivity,
+                  theory.check_typical_sensitivity, theory.check_parameter_sensitivity,
+                  theory.check_saliency, theory.check_ig_completeness,
+                  theory.check_integrated_gradients):
         text = json.dumps(check(member.model, x).to_dict())
         assert math.isfinite(len(text))

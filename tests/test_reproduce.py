@@ -14,9 +14,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stabnb import runner
 from stabnb.__main__ import main
-from stabnb.runner import NOTEBOOKS, reproduce
+from stabnb.reproduce import NOTEBOOKS, reproduce
+from stabnb.reproduce import run as run_module
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -24,7 +24,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(autouse=True)
 def fixed_package_digest(monkeypatch):
     """Other work edits stabnb/ while these tests run; pin the source hash they would see."""
-    monkeypatch.setattr(runner, "package_digest", lambda: "stabnb source")
+    monkeypatch.setattr(run_module, "library_digest", lambda path: "stabnb source")
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_default_list_skips_notebooks_not_written_yet(nbs: Path, tmp_path: Path,
     assert sum(s == "not on disk" for s in statuses(everything).values()) == len(NOTEBOOKS) - 1
 
     # An edit of the stabnb sources reruns the notebooks.
-    monkeypatch.setattr(runner, "package_digest", lambda: "stabnb source, edited")
+    monkeypatch.setattr(run_module, "library_digest", lambda path: "stabnb source, edited")
     rerun = reproduce("smoke", device="cpu", only=["R1"], out_root=out, notebooks_dir=root)
     assert statuses(rerun) == {"theory/R1_product_representation.ipynb": "ok"}
 

@@ -8,8 +8,8 @@ For Gaussian input noise ξ ~ N(0, σ²I_d) and a linear map (or a network's inp
 move, while the typical sensitivity follows the spectrum's concentration (stable rank, entropy).
 This module builds families with one operator norm and different concentration: matrices
 (:func:`matrix_family`, measured by :func:`matrix_sensitivity`) and random networks
-(:func:`spectral_mlp`, measured by :func:`stabnb.bounds.check_typical_sensitivity`); both give
-a :class:`stabnb.bounds.TypicalSensitivityCheck`, summarised by :func:`concentration_summary`.
+(:func:`spectral_mlp`, measured by :func:`stabnb.theory.check_typical_sensitivity`); both give
+a :class:`stabnb.theory.TypicalSensitivityCheck`, summarised by :func:`concentration_summary`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .bounds import TypicalSensitivityCheck
-from .checks import check_finite
-from .data import matrix_with_spectrum, spectrum_profile, with_weight_spectra
-from .models import MLP
-from .operators import input_jacobian_singular_values
-from .summaries import effective_rank, spectral_entropy, stable_rank
+from .sensitivity import TypicalSensitivityCheck
+from ..checks import check_finite
+from ..data import matrix_with_spectrum, spectrum_profile, with_weight_spectra
+from ..models import MLP
+from ..operators import input_jacobian_singular_values
+from ..summaries import effective_rank, spectral_entropy, stable_rank
 
 __all__ = ["ConcentrationSummary", "matrix_family", "matrix_sensitivity", "spectral_mlp",
            "concatenate_checks", "concentration_summary"]
@@ -59,7 +59,7 @@ def matrix_sensitivity(matrices: torch.Tensor, *, sigma: float, num_samples: int
                        generator: torch.Generator | None = None) -> TypicalSensitivityCheck:
     """Monte Carlo E‖Aξ‖², ξ ~ N(0, σ²I_d), for a batch of matrices, beside the R3 chain.
 
-    The matrix counterpart of :func:`stabnb.bounds.check_typical_sensitivity`: the same result
+    The matrix counterpart of :func:`stabnb.theory.check_typical_sensitivity`: the same result
     fields, with one entry per matrix instead of per input (here ``frobenius = σ²‖A‖_F²`` is the
     exact expectation, not a first-order one). Cost: one batched matmul with ``num_samples``
     draws per matrix and one batched SVD.
@@ -71,7 +71,7 @@ def matrix_sensitivity(matrices: torch.Tensor, *, sigma: float, num_samples: int
         generator: source of the draws (on the matrices' device).
 
     Returns:
-        :class:`stabnb.bounds.TypicalSensitivityCheck` with one entry per matrix.
+        :class:`stabnb.theory.TypicalSensitivityCheck` with one entry per matrix.
 
     Examples::
 
@@ -149,7 +149,7 @@ def spectral_mlp(in_features: int, widths: Sequence[int], num_classes: int, *, d
 
 
 def concatenate_checks(checks: Sequence[TypicalSensitivityCheck]) -> TypicalSensitivityCheck:
-    """One :class:`~stabnb.bounds.TypicalSensitivityCheck` holding the items of several.
+    """One :class:`~stabnb.theory.TypicalSensitivityCheck` holding the items of several.
 
     For a family measured piece by piece (one network at a time). All pieces must share σ and
     the number of draws.
@@ -200,7 +200,7 @@ def concentration_summary(result: TypicalSensitivityCheck) -> ConcentrationSumma
     """Spearman ρ of typical sensitivity with exp(H) and srank, and the spreads, for a family.
 
     Args:
-        result: from :func:`matrix_sensitivity` or :func:`stabnb.bounds.check_typical_sensitivity`
+        result: from :func:`matrix_sensitivity` or :func:`stabnb.theory.check_typical_sensitivity`
             (at least 3 items: matrices, or inputs × networks concatenated by the caller).
     """
     if result.monte_carlo.numel() < 3:

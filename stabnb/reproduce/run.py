@@ -1,0 +1,174 @@
+"""The reproduce command: run every notebook headless, skip what is unchanged, write a report.
+
+Each notebook runs with papermill in a fresh ``python3`` kernel whose working folder is the
+notebook's own, with the parameters ``profile``, ``seed``, ``device`` and ``output_path``
+injected (``STABNB_PROGRESS=0``, ``MPLBACKEND=Agg`` in its environment). Outputs, under
+``out_root``::
+
+    figures/<profile>/<name>.png, .pdf        figures (``STABNB_FIGURES_DIR`` for the kernels)
+    runs/<profile>/<relative path>.ipynb      executed notebooks (errors included)
+    results/<profile>/<stem>.json             each notebook's claims (Notebook.finish)
+    results/<profile>/manifest.json           fingerprints of the last runs (skip/resume)
+    results/<profile>/claims.json, REPORT.md  every claim, its numbers, verdict, provenance
+
+A notebook is skipped when its fingerprint -- its cells' sources, its parameters, the
+stabnb source files, and the library versions and ``STABNB_*``/``CI`` settings -- equals
+the one recorded at its last successful run and its result file is still there, unchanged.
+The manifest is rewritten after every notebook, so an interrupted run resumes where it
+stopped. A failing notebook does not stop the others; it makes the exit code non-zero.
+A claim that does not reproduce is a result, not a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checks import resolve_device
+from ..io import write_json, write_text
+from ..notebook import PROFILES
+from .execute import KERNEL_ENV, run_notebooks
+from .manifest import (
+    Entry,
+    code_digest,
+    digest,
+    environment,
+    file_digest,
+    last_state,
+    library_digest,
+    ordered_keys,
+    read_manifest,
+    select,
+    stale_reason,
+)
+from .provenance import provenance as collect_provenance
+from .records import NotebookRun, ReproduceResult, finished_run, recorded_run
+from .render import render_report, verdict_counts
+
+__all__ = ["reproduce"]
+
+
+def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None = None,
+              notebooks: list[str | os.PathLike] | None = None, only: list[str] | None = None,
+              force: bool = False, allow_cpu_paper: bool = False, seed: int = 0,
+              out_root: str | os.PathLike = ".",
+              notebooks_dir: str | os.PathLike | None = None) -> ReproduceResult:
+    """Run the notebooks at ``profile`` on ``device`` and write the report.
+
+    Args:
+        profile: ``"smoke"``, ``"quick"`` (the CPU default) or ``"paper"`` (a GPU).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; injected resolved.
+        jobs: notebooks run at once. Default: ``min(2, cpu count)``, 1 on a GPU.
+        notebooks: explicit notebook paths (each must exist). Default: :data:`NOTEBOOKS`
+            under ``notebooks_dir``, skipping (and reporting) those not written yet.
+        only: keep the notebooks whose relative path matches one of these patterns
+            (``fnmatch``; a pattern without wildcards matches as a substring, e.g. ``"E3"``).
+        force: rerun notebooks even when unchanged.
+        allow_cpu_paper: allow ``profile="paper"`` without a GPU (hours on a CPU).
+        seed: the ``seed`` parameter of every notebook.
+        out_root: folder receiving ``runs/`` and ``results/``. Default: the working folder.
+        notebooks_dir: folder the default list is read from. Default: ``<project>/notebooks``.
+
+    Returns:
+        A :class:`ReproduceResult`; its ``exit_code`` is non-zero if a notebook errored.
+
+    Raises:
+        ValueError: unknown profile or device, ``paper`` without a GPU, a missing notebook
+            path, a pattern matching nothing, ``jobs < 1``.
+    """
+    started = time.perf_counter()
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is unknown; choose one of {', '.join(PROFILES)}.")
+    resolved = resolve_device(device)
+    if profile == "paper" and resolved.type != "cuda" and not allow_cpu_paper:
+        raise ValueError(
+            f"profile 'paper' needs a GPU, but device={device!r} resolves to {resolved} "
+            f"(CUDA available: {torch.cuda.is_available()}); run it on a GPU machine, use "
+            "--profile quick on a CPU, or pass --allow-cpu-paper to run it anyway (hours).")
+    if jobs is None:
+        jobs = 1 if resolved.type == "cuda" else min(2, os.cpu_count() or 1)
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} must be at least 1.")
+    out_root = Path(out_root).resolve()
+    results_dir, runs_dir = out_root / "results" / profile, out_root / "runs" / profile
+    entries, absent = select(notebooks, only, notebooks_dir, results_dir, runs_dir)
+
+    parameters = {"profile": profile, "seed": seed, "device": str(resolved)}
+    shared = {"parameters": digest(parameters), "environment": digest(environment())}
+    for entry in entries:
+        entry.fingerprint = {"code": code_digest(entry.source),
+                             "package": library_digest(entry.source), **shared}
+    manifest_path = results_dir / "manifest.json"
+    manifest = read_manifest(manifest_path)
+    provenance = collect_provenance(profile, seed, resolved, jobs)
+
+    runs: dict[str, NotebookRun] = {key: NotebookRun(key, "not on disk",
+                                                     "not written yet; skipped")
+                                    for key in absent}
+    todo = []
+    for entry in entries:
+        record = manifest["notebooks"].get(entry.key)
+        stale = stale_reason(record, entry)
+        if not entry.selected:
+            runs[entry.key] = recorded_run(entry, record, "not selected",
+                                            f"last state: {last_state(record, stale)}")
+        elif stale is None and not force:
+            runs[entry.key] = recorded_run(entry, record, "unchanged", "reused last run")
+        else:
+            todo.append((entry, "forced" if force and stale is None else stale))
+
+    total = sum(entry.selected for entry in entries)
+    width = len(str(max(total, 1)))
+    for entry in entries:
+        if entry.selected and entry.key in runs:
+            run = runs[entry.key]
+            print(f"[{'-' * width}/{total}] {'unchanged':<12} {entry.key} "
+                  f"(last run {run.finished_at}, {run.wall_s:.1f} s)", flush=True)
+    for key in absent:
+        print(f"[{'-' * width}/{total}] {'not on disk':<12} {key} (skipped)", flush=True)
+
+    def finish(index: int, entry: Entry, outcome: dict[str, Any]) -> None:
+        """Record a finished notebook in the manifest (rewritten at once) and print it."""
+        run = finished_run(entry, outcome, provenance["commit"])
+        runs[entry.key] = run
+        manifest["notebooks"][entry.key] = {
+            "fingerprint": entry.fingerprint, "status": run.status, "wall_s": run.wall_s,
+            "finished_at": run.finished_at, "commit": run.commit, "error": run.error,
+            "result_sha256": file_digest(entry.result)}
+        write_json(manifest_path, manifest)
+        print(f"[{index:>{width}}/{total}] {run.status:<12} {entry.key} "
+              f"{run.wall_s:.1f} s  {run.error or verdict_counts(run.claims)}", flush=True)
+
+    tasks = [(index, entry, {
+        "source": str(entry.source), "executed": str(entry.executed),
+        "parameters": {**parameters, "output_path": str(entry.result)},
+        "label": f"[{index:>{width}}/{total}] {'start':<12} {entry.key} ({reason})"})
+        for index, (entry, reason) in enumerate(todo, start=1)]
+    results_dir.mkdir(parents=True, exist_ok=True)
+    kernel_env = {**KERNEL_ENV, "STABNB_FIGURES_DIR": str(out_root / "figures")}
+    if resolved.type == "cpu" and jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Kernels side by side must not oversubscribe the cores: OpenMP threads that outnumber
+        # them spin against each other and slow small kernels many times over.
+        kernel_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    unstarted = run_notebooks(tasks, jobs, finish, kernel_env)
+    interrupted = unstarted is not None
+    for entry in unstarted or ():
+        runs[entry.key] = NotebookRun(entry.key, "interrupted",
+                                      "not run: the run was interrupted; rerun to resume")
+    provenance["wall_s"] = round(time.perf_counter() - started, 1)
+
+    ordered = tuple(runs[key] for key in ordered_keys(entries, absent, notebooks))
+    claims_path, report_path = results_dir / "claims.json", results_dir / "REPORT.md"
+    result = ReproduceResult(profile, ordered, provenance, claims_path, report_path,
+                             interrupted)
+    write_json(claims_path, {
+        "profile": profile, "provenance": provenance,
+        "notebooks": [{k: v for k, v in run.to_dict().items() if k != "claims"}
+                      for run in ordered],
+        "claims": [{"notebook": run.path, **claim} for run in ordered for claim in run.claims]})
+    write_text(report_path, render_report(result, out_root))
+    return result
