@@ -2,7 +2,8 @@
 
 Companion to Katende (2026), *A Unified Matrix-Spectral Framework for Stability and
 Interpretability in Deep Learning*, arXiv:2602.01136. Definitions the paper does not
-pin down are our reconstruction and are marked as such where they appear.
+pin down are our reconstruction (``docs/reconstruction.md``) and are marked as such where they
+appear.
 
 The main verbs are re-exported here (not those named like their module, ``stabnb.gmsi.gmsi``
 and ``stabnb.train.train``, which would hide the module); each module (``stabnb.operators``, ``stabnb.spectra``,

@@ -1,6 +1,6 @@
 """Attribution stability: how far a gradient explanation moves when its input is perturbed.
 
-Protocol (PAPER.md, "Attribution stability"; the paper's exact settings are unknown, so the
+Protocol (``docs/reconstruction.md``, "Attribution stability"; the paper's exact settings are unknown, so the
 defaults here are our reconstruction): perturb each input K times (Gaussian σ or a uniform
 L∞ ball, in [0, 1] pixel units, clipped to the pixel range), attribute the clean and the
 perturbed inputs with a Captum method for the same target class, and report per sample and
@@ -363,7 +363,7 @@ class AttributionStability:
 
     The clean and all n·K perturbed inputs go through the attribution method together, in as
     few calls as ``max_batch`` allows (no loop over samples or draws); all noise is drawn
-    up front, so the numbers do not depend on ``max_batch``. Source: PAPER.md, "Attribution
+    up front, so the numbers do not depend on ``max_batch``. Source: ``docs/reconstruction.md``, "Attribution
     stability" (reconstructed protocol); the max over draws of ``relative_l2`` is Captum's
     ``sensitivity_max`` (Yeh et al. 2019, https://arxiv.org/abs/1901.09392).
 

@@ -25,15 +25,17 @@ import io
 import os
 import pickle
 import tarfile
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .io import project_root, save_torch
 
-__all__ = [
+__all__ = ["DataAvailability", "data_availability", 
     "DATASETS", "ImageDataset", "DataSourceError", "load_dataset", "gaussian_mixture",
     "spectrum_profile", "matrix_with_spectrum", "with_weight_spectra",
 ]
@@ -426,3 +428,46 @@ def with_weight_spectra(model: torch.nn.Module, decay: float, *, norm: float = 1
                 module.weight.copy_(matrix_with_spectrum(s, (rows, cols), generator=generator,
                                                          dtype=module.weight.dtype))
     return model
+
+
+@dataclass(frozen=True)
+class DataAvailability:
+    """Whether a data set can be had here, where from, and if not, why (for the report).
+
+    Attributes:
+        name: the data set (``"cifar100"``, ...).
+        available: every split asked for was found.
+        sources: split → where it was read from.
+        reason: the loader's message when a split is missing (every option it tried), else "".
+    """
+
+    name: str
+    available: bool
+    sources: dict[str, str]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def data_availability(name: str, splits: Sequence[str] = ("train", "test"),
+                      **load_kwargs: Any) -> DataAvailability:
+    """Try :func:`stabnb.data.load_dataset` for each split; report instead of raising.
+
+    A notebook guards its protocol cells with ``availability.available`` and prints
+    ``availability.reason`` when the data is missing (or fails its checksum), so a machine
+    without the data set skips that experiment cleanly and says why. A bad name or split
+    still raises ``ValueError``.
+
+    Args:
+        name: data set name for :func:`~stabnb.data.load_dataset`.
+        splits: the splits needed. Default: ``("train", "test")``.
+        **load_kwargs: passed on (``root``, ``offline_root``, ``download``, ...).
+    """
+    sources: dict[str, str] = {}
+    for split in splits:
+        try:
+            sources[split] = load_dataset(name, split, **load_kwargs).source
+        except DataSourceError as err:                  # missing, or failing its checksum
+            return DataAvailability(name, False, sources, str(err))
+    return DataAvailability(name, True, sources, "")

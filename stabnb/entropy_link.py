@@ -2,7 +2,7 @@
 
 The paper reports that per-sample Jacobian spectral entropy bounds unstable attribution
 regimes "without enforcing rigid sample ordering": an envelope (max instability per entropy
-bin), not a tight rank correlation (PAPER.md, "Experiments to reproduce"). This module joins
+bin), not a tight rank correlation (``docs/reconstruction.md``, "Experiments to reproduce"). This module joins
 an :class:`~stabnb.attribution.AttributionStabilityResult` with each sample's input-Jacobian
 spectrum (:func:`stabnb.operators.input_jacobian_singular_values`, summaries from
 :mod:`stabnb.summaries`) into an :class:`EntropyLinkTable`, and provides the three analyses:
@@ -22,7 +22,7 @@ from .attribution import METRICS, AttributionStabilityResult, average_ranks
 from .operators import input_jacobian_singular_values
 from .summaries import effective_rank, spectral_entropy, stable_rank
 
-__all__ = [
+__all__ = ["EntropyBound", "entropy_bound", 
     "EntropyLinkTable", "per_sample_table", "Envelope", "envelope", "RankCorrelation",
     "rank_correlation", "plot_entropy_link",
 ]
@@ -248,7 +248,7 @@ def plot_entropy_link(tables: EntropyLinkTable | dict[str, EntropyLinkTable],
     Returns:
         ``matplotlib.figure.Figure``.
     """
-    from .plotting import new_figure                               # seaborn loads on first plot
+    from .plotting import new_figure  # seaborn loads on first plot
 
     if isinstance(tables, EntropyLinkTable):
         tables = {"": tables}
@@ -266,3 +266,43 @@ def plot_entropy_link(tables: EntropyLinkTable | dict[str, EntropyLinkTable],
     ax.set_ylabel(y.replace("_", " "))
     ax.legend(fontsize="small", frameon=False)
     return fig
+
+
+@dataclass(frozen=True)
+class EntropyBound:
+    """Envelope against ordering for one per-sample table.
+
+    Attributes:
+        rho: Spearman ρ between entropy and instability over samples (the ordering).
+        envelope_rho: Spearman ρ between bin order and the per-bin maximum (the envelope's
+            trend).
+        envelope_ratio: per-bin maximum in the highest-entropy bin over the lowest one.
+        num_bins: bins after tie merging; n: samples used.
+    """
+
+    rho: float
+    envelope_rho: float
+    envelope_ratio: float
+    num_bins: int
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def entropy_bound(table: EntropyLinkTable, *, x: str = "spectral_entropy",
+                  y: str = "relative_l2", num_bins: int = 8) -> EntropyBound:
+    """Per-sample ρ(x, y) and the trend of the envelope ``max{y : x ∈ bin}`` over ``num_bins``
+    equal-count bins of ``x`` (:func:`stabnb.entropy_link.envelope`)."""
+    bound = envelope(table, x, y, num_bins=num_bins)
+    rho = rank_correlation(table, x, y, num_permutations=1).rho
+    maxima = bound.maximum.to(torch.float64)
+    if maxima.numel() < 3:
+        raise ValueError(f"only {maxima.numel()} entropy bins after merging ties; a trend needs "
+                         "at least 3 (more samples, or fewer ties in the entropy).")
+    order = torch.arange(maxima.numel(), dtype=torch.float64)
+    ro, rm = average_ranks(order), average_ranks(maxima)
+    ro, rm = ro - ro.mean(), rm - rm.mean()
+    envelope_rho = float(ro @ rm / (ro.norm() * rm.norm())) if rm.norm() > 0 else 0.0
+    n = int(bound.count.sum())
+    return EntropyBound(rho, envelope_rho, float(maxima[-1] / maxima[0]), maxima.numel(), n)

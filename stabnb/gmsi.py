@@ -1,7 +1,7 @@
 """Global Matrix Stability Index (GMSI): the four operator gains of a model on a sample set.
 
 The paper names the GMSI but its exact formula is not available to us; this is **our
-reconstruction** (PAPER.md), with every ambiguous choice selectable. Default:
+reconstruction** (``docs/reconstruction.md``), with every ambiguous choice selectable. Default:
 
     GMSI = max{ sup_x ‖J_f(x)‖₂, sup_x ‖∇_θ f(x)‖₂, λ_max(K)^{1/2}, λ_max(H)^{1/2} }
 

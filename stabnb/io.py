@@ -11,6 +11,7 @@ import ast
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ from typing import IO, Any
 import torch
 
 __all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "project_root",
-           "source_digest"]
+           "source_digest", "to_jsonable"]
 
 
 @contextlib.contextmanager
@@ -52,9 +53,39 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values from tensors, arrays, numpy/torch scalars, tuples, paths and dataclass
+    results (their ``to_dict()``); non-finite floats become ``None`` (JSON has no NaN).
+
+    Examples::
+
+        >>> to_jsonable({"a": torch.tensor([1.0, float("nan")]), "b": (2, Path("x"))})
+        {'a': [1.0, None], 'b': [2, 'x']}
+    """
+    if hasattr(value, "to_dict") and not isinstance(value, type):
+        return to_jsonable(value.to_dict())
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy arrays and scalars
+        return to_jsonable(value.tolist())
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON; convert it to numbers, "
+                    "strings, lists or dicts first.")
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``data`` (through :func:`to_jsonable`) as indented, key-sorted JSON atomically."""
+    write_text(path, json.dumps(to_jsonable(data), indent=2, sort_keys=True, allow_nan=False)
+               + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

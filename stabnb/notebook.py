@@ -10,42 +10,33 @@ cell; every later cell uses the returned :class:`Notebook`. Claims end the noteb
 from __future__ import annotations
 
 import os
-import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from .checks import resolve_device
+from .claims import Claim
 from .io import atomic_open, project_root, write_json
 
-__all__ = ["PROFILES", "Claim", "Notebook", "setup"]
+__all__ = ["PROFILES", "Notebook", "setup"]
 
 PROFILES = ("smoke", "quick", "paper")
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One checked statement: its name, the sentence, the verdict and the numbers behind it."""
-
-    name: str
-    statement: str
-    verdict: str
-    numbers: dict[str, Any]
-    reconstructed: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
-    if isinstance(value, bool) and expected is int or not isinstance(value, expected):
+def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> Any:
+    """``value`` if it has the ``expected`` type (an int where a float is expected becomes a
+    float; a bool is not an int), else a ``TypeError`` naming the parameter."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         wanted = getattr(expected, "__name__", None) or " or ".join(t.__name__ for t in expected)
         raise TypeError(f"parameter {name}={value!r} has type {type(value).__name__}; "
                         f"it must be {wanted}.")
+    return value
 
 
 @dataclass
@@ -61,15 +52,21 @@ class Notebook:
     claims: list[Claim] = field(default_factory=list)
     skipped: str | None = None
 
-    def pick(self, **by_profile: T) -> T:
-        """The value for this notebook's profile: ``nb.pick(smoke=20, quick=200, paper=2000)``."""
+    def pick(self, value: T | None = None, /, **by_profile: T) -> T:
+        """``value`` when it is set, else the one for this notebook's profile.
+
+        A size is a parameter whose default is ``None``; the setup cell resolves it with
+        ``epochs = nb.pick(epochs, smoke=1, quick=3, paper=3)``, so ``papermill -p epochs 10``
+        overrides the profile and leaving it unset keeps the profile's value.
+        """
         missing = [p for p in PROFILES if p not in by_profile]
         if missing:
             raise ValueError(f"pick() needs a value for every profile; missing {missing}.")
-        return by_profile[self.profile]
+        return by_profile[self.profile] if value is None else value
 
     def generator(self, offset: int = 0) -> torch.Generator:
-        """A fresh CPU generator seeded with ``seed + offset``."""
+        """A fresh CPU generator seeded with ``seed + offset``: every draw in a notebook takes one
+        (the package's randomness rule; nothing reads the global stream)."""
         return torch.Generator().manual_seed(self.seed + offset)
 
     def save_figure(self, fig: Any, name: str) -> Path:
@@ -81,17 +78,19 @@ class Notebook:
                             metadata={"CreationDate": None} if suffix == "pdf" else None)
         return target / f"{name}.png"
 
-    def claim(self, name: str, statement: str, passed: bool | None, summary: str,
-              numbers: dict[str, Any], reconstructed: bool = True) -> Claim:
-        """Record a claim and print its verdict line ``name: summary -> verdict``.
+    def claim(self, *args: Any, **fields: Any) -> Claim:
+        """Record a :class:`~stabnb.claims.Claim` and print its verdict line.
 
-        ``passed=None`` means the numbers cannot decide (``inconclusive``). Keep ``summary``
-        to rounded numbers so the printed line is deterministic.
+        Pass a ``Claim`` (``nb.claim(attribution_claim(...))``) or its fields, as
+        :class:`~stabnb.claims.Claim` takes them (``name, statement, passed, summary, numbers``,
+        ``kind=``); ``passed=None`` means the numbers cannot decide. Keep ``summary`` to rounded
+        numbers so the printed line is deterministic. A claim of the same name replaces the
+        earlier one.
         """
-        verdict = VERDICTS[2] if passed is None else VERDICTS[0] if passed else VERDICTS[1]
-        claim = Claim(name, statement, verdict, numbers, reconstructed)
-        self.claims = [c for c in self.claims if c.name != name] + [claim]
-        print(f"{name}: {summary} -> {verdict.upper()}")
+        given = len(args) == 1 and not fields and isinstance(args[0], Claim)
+        claim = args[0] if given else Claim(*args, **fields)
+        self.claims = [c for c in self.claims if c.name != claim.name] + [claim]
+        print(claim.line())
         return claim
 
     def skip(self, reason: str) -> None:
@@ -119,7 +118,7 @@ def setup(name: str, *, profile: str, seed: int, device: str, output_path: str |
     Args:
         name: the notebook's stable name (used in reports).
         profile: ``"smoke"`` (seconds; tests), ``"quick"`` (minutes on a CPU) or ``"paper"``.
-        seed: base seed; ``random``, ``torch`` (and CUDA) are seeded with it.
+        seed: base seed of :meth:`Notebook.generator`; the global streams are left alone.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         output_path: where :meth:`Notebook.finish` writes the claims JSON. Default: nowhere.
         figures_dir: root for figures. Default: ``$STABNB_FIGURES_DIR``, else ``<project>/figures``.
@@ -138,8 +137,6 @@ def setup(name: str, *, profile: str, seed: int, device: str, output_path: str |
         _check_type(key, value, expected)
     if output_path is not None:
         _check_type("output_path", output_path, str)
-    random.seed(seed)
-    torch.manual_seed(seed)
     return Notebook(
         name=name, profile=profile, seed=seed, device=resolve_device(device),
         output_path=Path(output_path) if output_path else None,

@@ -9,6 +9,8 @@ and column blocks, ``.T``, ``to_dense()``):
 - :class:`LossHessian` ``∇²_θ L`` of a batch's mean loss and :class:`LoaderLossHessian`, its
   mean over a data loader (cross-entropy or MSE).
 
+Definitions (which NTK, which Hessian) follow ``docs/reconstruction.md``, section 2.
+
 Exact batched functions for small outputs: :func:`input_jacobians`,
 :func:`input_jacobian_singular_values`, :func:`parameter_jacobian`, :func:`ntk_gram`.
 

@@ -243,7 +243,7 @@ def plot_strength_sweep(summary: Any, metrics: Sequence[str], *, model: str,
     """Each metric against λ for one model: mean over seeds with its interval, one line per
     regulariser, the baseline (λ = 0) as a grey band.
 
-    ``summary`` is a long table from :func:`stabnb.report.summary_table` (columns
+    ``summary`` is a long table from :func:`stabnb.effects.summary_table` (columns
     ``model``, ``regularizer``, ``strength``, ``metric``, ``mean``, ``lo``, ``hi``).
     """
     fig, axes = new_figure(ncols=len(metrics), width=3.3, height=2.8)
@@ -273,7 +273,7 @@ def plot_regularizer_effects(effects: Sequence[Any], *, model: str) -> Figure:
     """Relative change (%) against the baseline at each regulariser's modest λ: attribution
     instability next to each global summary, with intervals over seeds.
 
-    ``effects`` are :class:`stabnb.report.RegularizerEffect`; the attribution bar is the
+    ``effects`` are :class:`stabnb.effects.RegularizerEffect`; the attribution bar is the
     negated improvement (a drop in instability is negative), so every bar reads as a change.
     """
     mine = [e for e in effects if e.model == model and e.improvement is not None]

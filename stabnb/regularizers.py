@@ -1,7 +1,7 @@
 """Spectral regularisers: each is a callable ``reg(model, inputs, targets) -> λ · penalty``.
 
 Four penalties, compared on the same footing by :mod:`stabnb.study` (which of them the paper
-used is unknown; see ``PAPER.md``, "Regularisers"):
+used is unknown; see ``docs/reconstruction.md``, "Regularisers"):
 
 - :class:`JacobianSpectralPenalty` (default): ``λ · mean_x ‖J_f(x)‖₂²``, warm-started power
   iteration through JVPs and VJPs.
@@ -37,12 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
+__all__ = ["BASELINE", 
     "REGULARIZERS", "JacobianSpectralPenalty", "JacobianFrobeniusPenalty", "WeightSpectralPenalty",
     "InputCurvaturePenalty", "make_regularizer", "shared_forward_inputs",
 ]
 
-REGULARIZERS = ("none", "jacobian_spectral", "jacobian_frobenius", "weight_spectral",
+BASELINE = "none"
+"""The name of the unregularised baseline in every study grid."""
+REGULARIZERS = (BASELINE, "jacobian_spectral", "jacobian_frobenius", "weight_spectral",
                 "input_curvature")
 
 CURVATURE_FORMS = ("finite_difference", "hessian")
@@ -246,7 +248,7 @@ class JacobianSpectralPenalty(_SlotVectorPenalty):
     mixes samples, and the products are those of the whole batch map (cross-sample terms are
     O(1/batch)); running statistics are restored after the penalty's passes.
 
-    Source: PAPER.md "Regularisers" (a); the paper's exact estimator is unknown (our
+    Source: ``docs/reconstruction.md`` "Regularisers" (a); the paper's exact estimator is unknown (our
     reconstruction).
 
     Args:
@@ -484,7 +486,7 @@ class InputCurvaturePenalty(_SlotVectorPenalty):
       (none with ``logits=``), one ``create_graph`` backward pass and ``num_iters``
       double-backward passes.
 
-    Source: PAPER.md "Regularisers" (d), our reconstruction.
+    Source: ``docs/reconstruction.md`` "Regularisers" (d), our reconstruction.
 
     Args:
         strength: λ ≥ 0.

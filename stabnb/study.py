@@ -61,7 +61,7 @@ from .gmsi import COMPONENTS, gmsi
 from .io import project_root, read_json, source_digest, write_json, write_text
 from .models import MLP, build_model
 from .progress import progress
-from .regularizers import REGULARIZERS, make_regularizer
+from .regularizers import BASELINE, REGULARIZERS, make_regularizer
 from .train import TrainConfig, evaluate_accuracy, train
 
 __all__ = ["DATASETS", "DEFAULT_STRENGTHS", "StudyConfig", "StudyData", "Cell", "StudyResult",
@@ -69,7 +69,7 @@ __all__ = ["DATASETS", "DEFAULT_STRENGTHS", "StudyConfig", "StudyData", "Cell", 
            "load_study", "study_dir"]
 
 DATASETS = ("mnist", "cifar10", "cifar100", "teacher")
-BASELINE = "none"
+
 STABILITY_METRICS = ("relative_l2", "cosine", "spearman", "top_k", "sensitivity_max", "abs_l2",
                      "attribution_norm")
 SPECTRAL_COLUMNS = ("operator_norm", "spectral_entropy", "effective_rank", "stable_rank")
@@ -79,7 +79,7 @@ SPECTRAL_COLUMNS = ("operator_norm", "spectral_entropy", "effective_rank", "stab
 # 10k images, CIFAR-10 with the small CNN on 5k; command and numbers in the README,
 # "Regularisation strengths"). CIFAR-100 reuses CIFAR-10's grid and the teacher task MNIST's,
 # both uncalibrated. The studies pick each regulariser's *modest* λ from the grid by accuracy
-# alone (stabnb.report.modest_strengths), never by the stability outcome.
+# alone (stabnb.effects.modest_strengths), never by the stability outcome.
 _MNIST_GRID = {
     "jacobian_spectral": (1e-3, 3e-3, 1e-2),
     "jacobian_frobenius": (3e-4, 1e-3, 3e-3),

@@ -2,7 +2,7 @@
 
 All functions take singular values (or, for ``kind="eigen"``, PSD eigenvalues) along the last
 dimension and are batched over any leading dimensions. Which entropy the paper uses is
-unknown; the default and the alternatives below are our reconstruction (PAPER.md), named
+unknown; the default and the alternatives below are our reconstruction (``docs/reconstruction.md``), named
 explicitly because the tools users know disagree:
 
 - ``"squared"`` (default, for singular values): ``p_i = s_i² / ‖A‖_F²``,

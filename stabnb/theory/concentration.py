@@ -4,7 +4,7 @@ For Gaussian input noise ξ ~ N(0, σ²I_d) and a linear map (or a network's inp
 
     E‖Jξ‖² = σ²‖J‖_F² = σ²‖J‖₂² srank(J) ≤ σ²‖J‖₂² exp(H(J)) ≤ σ²‖J‖₂² rank(J) ≤ σ² d ‖J‖₂²,
 
-(R3, our reconstruction). At a fixed operator norm ‖J‖₂ the worst-case bound σ²d‖J‖₂² does not
+(R3, our reconstruction: ``docs/reconstruction.md``). At a fixed operator norm ‖J‖₂ the worst-case bound σ²d‖J‖₂² does not
 move, while the typical sensitivity follows the spectrum's concentration (stable rank, entropy).
 This module builds families with one operator norm and different concentration: matrices
 (:func:`matrix_family`, measured by :func:`matrix_sensitivity`) and random networks

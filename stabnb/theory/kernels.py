@@ -2,7 +2,8 @@
 
 Everything here is linear algebra on a symmetric PSD kernel matrix ``K`` (n×n, e.g. the
 empirical NTK from :func:`stabnb.operators.ntk_gram`) and, for parameter-space dynamics, the
-parameter Jacobian ``J`` (n×p, ``K = J Jᵀ``). Conventions (our reconstruction, R7–R8):
+parameter Jacobian ``J`` (n×p, ``K = J Jᵀ``). Conventions (our reconstruction, R7–R8 of
+``docs/reconstruction.md``):
 
 - squared loss ``L(θ) = ½‖f_θ(X) − y‖²`` (a sum over samples); its gradient flow on the
   linearised model ``f_θ ≈ f_0 + J(θ − θ_0)`` is ``ṙ = −η K r`` for the residual

@@ -1,4 +1,4 @@
-"""Tests for stabnb.report: t intervals, tables over seeds, paired changes, decision rules."""
+"""Tests for stabnb.effects, stabnb.claims and stabnb.stats: t intervals, tables over seeds, paired changes, decision rules."""
 
 from __future__ import annotations
 
@@ -9,30 +9,25 @@ import pytest
 import torch
 
 from stabnb.entropy_link import EntropyLinkTable
-from stabnb.report import (
-    DecisionRule, data_availability, EntropyBound, Interval, attribution_claim, effects_table, entropy_bound,
-    entropy_bound_claim, format_table, instability, modest_strengths, records_frame,
-    regularizer_effects, relative_change_table, seed_interval, summaries_claim, summary_table,
-    t_quantile,
+from stabnb.claims import attribution_claim, entropy_bound_claim, summaries_claim
+from stabnb.data import data_availability
+from stabnb.effects import (
+    DecisionRule, effects_table, format_table, instability, modest_strengths, records_frame,
+    regularizer_effects, relative_change_table, summary_table,
 )
+from stabnb.entropy_link import EntropyBound, entropy_bound
+from stabnb.stats import Interval, seed_interval
 
 # Student-t 0.975 quantiles from standard tables.
 T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 9: 2.2622, 30: 2.0423}
 
 
 @pytest.mark.parametrize("df", sorted(T_975))
-def test_t_quantile_matches_tables(df):
-    assert t_quantile(0.975, df) == pytest.approx(T_975[df], abs=1e-4)
-    assert t_quantile(0.025, df) == pytest.approx(-T_975[df], abs=1e-4)
-
-
-def test_t_quantile_approaches_normal_and_rejects_bad_input():
-    assert t_quantile(0.975, 2000) == pytest.approx(1.96115, abs=1e-4)   # → 1.95996 as df → ∞
-    assert t_quantile(0.5, 3) == 0.0
-    with pytest.raises(ValueError, match="df=0"):
-        t_quantile(0.975, 0)
-    with pytest.raises(ValueError, match="probability=1"):
-        t_quantile(1, 3)
+def test_seed_interval_uses_student_t_quantiles(df):
+    values = [float(v) for v in range(df + 1)]
+    got = seed_interval(values)
+    sd = pd.Series(values).std()
+    assert got.hi - got.mean == pytest.approx(T_975[df] * sd / math.sqrt(df + 1), rel=1e-4)
 
 
 def test_seed_interval_closed_form():
