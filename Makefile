@@ -13,7 +13,7 @@ JOBS ?=
 STABNB_OFFLINE_DATA ?= $(if $(wildcard ../shared/data/SHA256SUMS),$(abspath ../shared/data))
 export STABNB_OFFLINE_DATA
 
-.PHONY: reproduce test bench notebooks clean
+.PHONY: reproduce test bench notebooks readme clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	STABNB_PROFILE=smoke STABNB_PROGRESS=0 MPLBACKEND=Agg PYTHONHASHSEED=0 \
-		$(BIN)/python -m pytest -n $(or $(JOBS),2) --dist loadfile --nbval-lax tests notebooks
+		$(BIN)/python -m pytest -n $(or $(JOBS),2) --dist loadfile --nbval-lax --doctest-modules stabnb tests notebooks
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
+
+# Regenerate the README's results table from results/$(PROFILE)/claims.json.
+readme: $(VENV)/.installed
+	$(BIN)/python -c "from stabnb.reproduce.render import update_readme; update_readme('README.md', 'results/$(PROFILE)/claims.json')"
 
 # Re-execute every notebook at the smoke profile in place: the outputs nbval compares.
 notebooks: $(VENV)/.installed

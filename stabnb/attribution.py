@@ -26,11 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from captum.attr import Attribution, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from captum.attr import (
+    Attribution,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Saliency,
+)
 from captum.metrics import sensitivity_max as captum_sensitivity_max
 from torch import Tensor, nn
 
 from .checks import check_finite, require_eval_mode
+from .io import to_jsonable
+from .rng import resolve_generator
 
 __all__ = [
     "METHODS", "PERTURBATIONS", "METRICS", "AttributionMethod", "attribution_method",
@@ -328,27 +336,15 @@ class AttributionStabilityResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: per-sample and per-draw lists (NaN as None), summary and settings."""
-        def plain(t: Tensor) -> list:
-            values = t.detach().cpu()
-            if values.is_floating_point():
-                return [_none_for_nan(v) for v in values.tolist()]
-            return values.tolist()
-
-        out: dict[str, Any] = {name: plain(getattr(self, name)) for name in (
+        out: dict[str, Any] = {name: to_jsonable(getattr(self, name)) for name in (
             *METRICS, "sensitivity_max", "attribution_norm", "target", "valid")}
-        out["draws"] = {name: plain(getattr(self, f"{name}_draws")) for name in METRICS}
-        out["perturbed_norm"] = plain(self.perturbed_norm)
+        out["draws"] = {name: to_jsonable(getattr(self, f"{name}_draws")) for name in METRICS}
+        out["perturbed_norm"] = to_jsonable(self.perturbed_norm)
         out["num_valid"] = self.num_valid
         out["summary"] = ({k: dict(zip(("mean", "lo", "hi"), v)) for k, v in self.summary().items()}
                           if self.num_valid else None)
         out["settings"] = dict(self.settings)
         return out
-
-
-def _none_for_nan(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_none_for_nan(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 # --------------------------------------------------------------------------- probe
@@ -394,6 +390,7 @@ class AttributionStability:
 
     Examples::
 
+        >>> from stabnb.models import MLP
         >>> model = MLP(4, (8,), 3).double().eval()
         >>> probe = AttributionStability(model, "saliency", radius=0.05, num_samples=4)
         >>> result = probe.measure(torch.rand(5, 4, dtype=torch.float64),
@@ -437,7 +434,8 @@ class AttributionStability:
     # ---- the verb
 
     def measure(self, inputs: Tensor, target: int | Tensor | None = None, *,
-                generator: torch.Generator | None = None) -> AttributionStabilityResult:
+                generator: torch.Generator | None = None,
+                seed: int = 0) -> AttributionStabilityResult:
         """Attribute the clean and K perturbed copies of each input; compare per draw.
 
         Cost: ``n·(K+1)·evaluations`` model evaluations (forward and backward) in
@@ -450,8 +448,9 @@ class AttributionStability:
             target: class per sample: an int, an ``(n,)`` tensor of labels, or None for the
                 class the model predicts at the clean input. Default: None.
             generator: ``torch.Generator`` on the model's device for the perturbations (and
-                the SmoothGrad seeds). Default: a fresh one seeded from torch's global
-                stream, so ``torch.manual_seed`` makes the call repeatable.
+                the SmoothGrad seeds). Default: a fresh one seeded with ``seed``.
+            seed: seeds that fresh generator (the package's randomness rule,
+                :mod:`stabnb.rng`). Default: 0.
 
         Returns:
             :class:`AttributionStabilityResult`.
@@ -461,7 +460,7 @@ class AttributionStability:
                 ``pixel_range`` or non-finite, target out of range, a generator on another
                 device. Warns (``RuntimeWarning``) when clean attributions are all zero.
         """
-        x, target, generator = self._prepare(inputs, target, generator)
+        x, target, generator = self._prepare(inputs, target, generator, seed)
         seed = generator.initial_seed()
         n, num_draws = x.shape[0], self.num_samples
         perturbed = self.perturb(x, generator=generator)
@@ -531,7 +530,7 @@ class AttributionStability:
         return (inputs.unsqueeze(1) + noise).clamp_(*self.pixel_range)
 
     def sensitivity_max(self, inputs: Tensor, target: int | Tensor | None = None, *,
-                        generator: torch.Generator | None = None,
+                        generator: torch.Generator | None = None, seed: int = 0,
                         max_examples_per_batch: int | None = None) -> Tensor:
         """Captum's ``sensitivity_max`` fed the probe's perturbations, ``(n,)``.
 
@@ -541,10 +540,10 @@ class AttributionStability:
         deterministic methods (Captum divides by 1 where ``a(x) = 0``; ``measure`` gives NaN).
 
         Args:
-            inputs, target, generator: as for :meth:`measure`.
+            inputs, target, generator, seed: as for :meth:`measure`.
             max_examples_per_batch: Captum's own chunking. Default: None (one call).
         """
-        x, target, generator = self._prepare(inputs, target, generator)
+        x, target, generator = self._prepare(inputs, target, generator, seed)
         n, num_draws = x.shape[0], self.num_samples
         perturbed = self.perturb(x, generator=generator)
         used = 0
@@ -574,7 +573,8 @@ class AttributionStability:
                 max_examples_per_batch=max_examples_per_batch, **kwargs)
 
     def _prepare(self, inputs: Tensor, target: int | Tensor | None,
-                 generator: torch.Generator | None) -> tuple[Tensor, Tensor, torch.Generator]:
+                 generator: torch.Generator | None,
+                 seed: int) -> tuple[Tensor, Tensor, torch.Generator]:
         """Check model and inputs; resolve target and generator on the model's device."""
         require_eval_mode(self.model)
         if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
@@ -612,8 +612,7 @@ class AttributionStability:
                     f"target values span [{int(target.min())}, {int(target.max())}] but the "
                     f"model has {num_classes} classes; use labels in [0, {num_classes - 1}].")
         if generator is None:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(int(torch.randint(0, 2**62, (1,))))
+            generator = resolve_generator(None, seed, device=device)
         elif torch.device(generator.device).type != device.type:
             raise ValueError(f"generator is on {generator.device} but the model is on {device}; "
                              f"create it with torch.Generator(device='{device}').")

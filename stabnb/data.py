@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .io import project_root, save_torch
+from .rng import resolve_generator
 
 __all__ = ["DataAvailability", "data_availability", 
     "DATASETS", "ImageDataset", "DataSourceError", "load_dataset", "gaussian_mixture",
@@ -344,7 +345,7 @@ def _options(name: str) -> str:
 # --- synthetic data ------------------------------------------------------------------------
 
 def gaussian_mixture(n: int, dim: int, num_classes: int, *, separation: float = 3.0,
-                     noise: float = 1.0, generator: torch.Generator | None = None,
+                     noise: float = 1.0, generator: torch.Generator | None = None, seed: int = 0,
                      dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points of a ``num_classes``-component isotropic Gaussian mixture in R^dim.
 
@@ -354,6 +355,7 @@ def gaussian_mixture(n: int, dim: int, num_classes: int, *, separation: float = 
     Returns:
         ``(x, y)`` with ``x`` of shape ``(n, dim)`` and int64 labels ``y`` of shape ``(n,)``.
     """
+    generator = resolve_generator(generator, seed)
     if n < 1 or dim < 1 or num_classes < 2:
         raise ValueError(f"need n ≥ 1, dim ≥ 1, num_classes ≥ 2; got n={n}, dim={dim}, "
                          f"num_classes={num_classes}.")
@@ -396,9 +398,10 @@ def _random_orthogonal(n: int, k: int, generator: torch.Generator | None,
 
 
 def matrix_with_spectrum(singular_values: torch.Tensor, shape: tuple[int, int], *,
-                         generator: torch.Generator | None = None,
+                         generator: torch.Generator | None = None, seed: int = 0,
                          dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """A random ``shape`` matrix U diag(s) Vᵀ with the given singular values (Haar U, V)."""
+    generator = resolve_generator(generator, seed)
     rows, cols = shape
     s = torch.as_tensor(singular_values, dtype=torch.float64)
     if s.dim() != 1 or s.numel() > min(rows, cols):
@@ -414,12 +417,13 @@ def matrix_with_spectrum(singular_values: torch.Tensor, shape: tuple[int, int], 
 
 def with_weight_spectra(model: torch.nn.Module, decay: float, *, norm: float = 1.0,
                         kind: str = "geometric",
-                        generator: torch.Generator | None = None) -> torch.nn.Module:
+                        generator: torch.Generator | None = None, seed: int = 0) -> torch.nn.Module:
     """Give every ``nn.Linear`` weight of ``model`` the spectrum ``spectrum_profile(r, decay, norm)``.
 
     A teacher network whose layers share one operator norm but differ in concentration.
     Modifies ``model`` in place and returns it.
     """
+    generator = resolve_generator(generator, seed)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.Linear):

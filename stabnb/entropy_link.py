@@ -6,7 +6,8 @@ bin), not a tight rank correlation (``docs/reconstruction.md``, "Experiments to 
 an :class:`~stabnb.attribution.AttributionStabilityResult` with each sample's input-Jacobian
 spectrum (:func:`stabnb.operators.input_jacobian_singular_values`, summaries from
 :mod:`stabnb.summaries`) into an :class:`EntropyLinkTable`, and provides the three analyses:
-:func:`envelope`, :func:`rank_correlation` and the figure :func:`plot_entropy_link`.
+:func:`envelope`, :func:`rank_correlation` and the pairs :func:`finite_pairs` (the figure is
+:func:`stabnb.plotting.plot_entropy_link`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from .attribution import METRICS, AttributionStabilityResult, average_ranks
+from .io import to_jsonable
 from .operators import input_jacobian_singular_values
 from .summaries import effective_rank, spectral_entropy, stable_rank
 
 __all__ = ["EntropyBound", "entropy_bound", 
     "EntropyLinkTable", "per_sample_table", "Envelope", "envelope", "RankCorrelation",
-    "rank_correlation", "plot_entropy_link",
+    "rank_correlation", "finite_pairs",
 ]
 
 
@@ -54,9 +56,7 @@ class EntropyLinkTable:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"columns": {name: list}, "settings": ...}``; NaN becomes None."""
-        return {"columns": {name: [None if math.isnan(v) else v for v in values.tolist()]
-                            for name, values in self.columns.items()},
-                "settings": dict(self.settings)}
+        return {"columns": to_jsonable(self.columns), "settings": to_jsonable(self.settings)}
 
 
 def per_sample_table(model: nn.Module, inputs: Tensor, target: int | Tensor | None,
@@ -114,7 +114,7 @@ def per_sample_table(model: nn.Module, inputs: Tensor, target: int | Tensor | No
     return EntropyLinkTable(columns, settings)
 
 
-def _finite_pairs(table: EntropyLinkTable, x: str, y: str) -> tuple[Tensor, Tensor, int]:
+def finite_pairs(table: EntropyLinkTable, x: str, y: str) -> tuple[Tensor, Tensor, int]:
     """Rows where both columns are finite (invalid samples have NaN metrics), and the drop count."""
     xs, ys = table[x], table[y]
     keep = torch.isfinite(xs) & torch.isfinite(ys)
@@ -141,9 +141,8 @@ class Envelope:
     num_dropped: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"edges": self.edges.tolist(), "maximum": self.maximum.tolist(),
-                "count": self.count.tolist(), "x": self.x, "y": self.y,
-                "num_dropped": self.num_dropped}
+        return to_jsonable({"edges": self.edges, "maximum": self.maximum, "count": self.count,
+                            "x": self.x, "y": self.y, "num_dropped": self.num_dropped})
 
 
 def envelope(table: EntropyLinkTable, x: str = "spectral_entropy", y: str = "relative_l2", *,
@@ -164,7 +163,7 @@ def envelope(table: EntropyLinkTable, x: str = "spectral_entropy", y: str = "rel
     """
     if num_bins < 1:
         raise ValueError(f"num_bins={num_bins} must be at least 1, e.g. 10.")
-    xs, ys, dropped = _finite_pairs(table, x, y)
+    xs, ys, dropped = finite_pairs(table, x, y)
     if xs.numel() == 0:
         raise ValueError(f"no row has finite {x!r} and {y!r}; nothing to bin.")
     levels = torch.linspace(0, 1, num_bins + 1, dtype=xs.dtype)
@@ -217,7 +216,7 @@ def rank_correlation(table: EntropyLinkTable, x: str = "spectral_entropy",
     """
     if num_permutations < 1:
         raise ValueError(f"num_permutations={num_permutations} must be at least 1, e.g. 1000.")
-    xs, ys, dropped = _finite_pairs(table, x, y)
+    xs, ys, dropped = finite_pairs(table, x, y)
     n = xs.numel()
     if n < 3:
         raise ValueError(f"{n} finite ({x}, {y}) pairs; a rank correlation needs at least 3.")
@@ -233,39 +232,6 @@ def rank_correlation(table: EntropyLinkTable, x: str = "spectral_entropy",
     rho = float(correlations[0])
     p_value = (1 + int((correlations[1:].abs() >= abs(rho)).sum())) / (1 + num_permutations)
     return RankCorrelation(rho, p_value, n, dropped, x, y, num_permutations, seed)
-
-
-def plot_entropy_link(tables: EntropyLinkTable | dict[str, EntropyLinkTable],
-                      x: str = "spectral_entropy", y: str = "relative_l2", *,
-                      num_bins: int = 10):
-    """Scatter of ``y`` against ``x`` with the envelope as steps; ρ per table in the legend.
-
-    Args:
-        tables: one table, or ``{label: table}`` to overlay models (baseline vs regularised).
-        x, y: column names. Default: ``"spectral_entropy"``, ``"relative_l2"``.
-        num_bins: envelope bins (:func:`envelope`). Default: 10.
-
-    Returns:
-        ``matplotlib.figure.Figure``.
-    """
-    from .plotting import new_figure  # seaborn loads on first plot
-
-    if isinstance(tables, EntropyLinkTable):
-        tables = {"": tables}
-    fig, ax = new_figure(width=4.5, height=3.4)
-    for i, (label, table) in enumerate(tables.items()):
-        color = f"C{i}"
-        xs, ys, _ = _finite_pairs(table, x, y)
-        bound = envelope(table, x, y, num_bins=num_bins)
-        rho = rank_correlation(table, x, y).rho if xs.numel() >= 3 else math.nan
-        name = f"{label} " if label else ""
-        ax.scatter(xs.numpy(), ys.numpy(), s=8, alpha=0.35, color=color, linewidths=0)
-        ax.stairs(bound.maximum.numpy(), bound.edges.numpy(), baseline=None, color=color,
-                  linewidth=1.6, label=f"{name}envelope (max per bin), ρ = {rho:.2f}, n = {xs.numel()}")
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(y.replace("_", " "))
-    ax.legend(fontsize="small", frameon=False)
-    return fig
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .io import to_jsonable
 from .operators import (
-    LOSSES, LossHessian, _chunks, _prepare, input_jacobian_singular_values, ntk_gram,
+    LOSSES,
+    LossHessian,
+    _chunks,
+    _prepare,
+    input_jacobian_singular_values,
+    ntk_gram,
     parameter_jacobian,
 )
 from .progress import progress as progress_bar
@@ -67,8 +73,8 @@ class GMSIResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "value": self.value, "components": dict(self.components),
-            "input_jacobian_norms": self.input_jacobian_norms.tolist(),
-            "param_jacobian_norms": self.param_jacobian_norms.tolist(),
+            "input_jacobian_norms": to_jsonable(self.input_jacobian_norms),
+            "param_jacobian_norms": to_jsonable(self.param_jacobian_norms),
             "ntk_lambda_max": self.ntk_lambda_max, "ntk_lambda_min": self.ntk_lambda_min,
             "ntk_condition_number": self.ntk_condition_number,
             "hessian_lambda_max": self.hessian_lambda_max,

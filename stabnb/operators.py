@@ -242,6 +242,7 @@ def input_jacobian_singular_values(model: nn.Module, inputs: Tensor, *,
 
     Examples::
 
+        >>> from stabnb.models import MLP
         >>> model = MLP(4, (6,), 3).double().eval()
         >>> s = input_jacobian_singular_values(model, torch.rand(5, 4, dtype=torch.float64))
         >>> s.shape
@@ -293,6 +294,7 @@ def ntk_gram(model: nn.Module, inputs: Tensor, *, block: bool = False,
 
     Examples::
 
+        >>> from stabnb.models import MLP
         >>> model = MLP(4, (6,), 3).double().eval()
         >>> x = torch.rand(5, 4, dtype=torch.float64)
         >>> J = parameter_jacobian(model, x)

@@ -16,6 +16,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from .entropy_link import EntropyLinkTable, envelope, finite_pairs, rank_correlation
+
 __all__ = [
     "new_figure",
     # kernels and concentration
@@ -25,7 +27,7 @@ __all__ = [
     "plot_error_ecdf", "plot_bound_vs_actual", "plot_bound_chain", "plot_saliency_jumps",
     "plot_operator_spectra",
     # experiments
-    "plot_strength_sweep", "plot_regularizer_effects",
+    "plot_strength_sweep", "plot_regularizer_effects", "plot_entropy_link",
 ]
 
 
@@ -295,4 +297,35 @@ def plot_regularizer_effects(effects: Sequence[Any], *, model: str) -> Figure:
     ax.set(ylabel="change vs baseline (%)", title=f"{model}: modest regularisation")
     if ax.get_legend_handles_labels()[0]:                 # nothing drawn: no modest λ at all
         ax.legend(fontsize="x-small", frameon=False)
+    return fig
+
+
+def plot_entropy_link(tables: EntropyLinkTable | dict[str, EntropyLinkTable],
+                      x: str = "spectral_entropy", y: str = "relative_l2", *,
+                      num_bins: int = 10):
+    """Scatter of ``y`` against ``x`` with the envelope as steps; ρ per table in the legend.
+
+    Args:
+        tables: one table, or ``{label: table}`` to overlay models (baseline vs regularised).
+        x, y: column names. Default: ``"spectral_entropy"``, ``"relative_l2"``.
+        num_bins: envelope bins (:func:`stabnb.entropy_link.envelope`). Default: 10.
+
+    Returns:
+        ``matplotlib.figure.Figure``.
+    """
+    if isinstance(tables, EntropyLinkTable):
+        tables = {"": tables}
+    fig, ax = new_figure(width=4.5, height=3.4)
+    for i, (label, table) in enumerate(tables.items()):
+        color = f"C{i}"
+        xs, ys, _ = finite_pairs(table, x, y)
+        bound = envelope(table, x, y, num_bins=num_bins)
+        rho = rank_correlation(table, x, y).rho if xs.numel() >= 3 else math.nan
+        name = f"{label} " if label else ""
+        ax.scatter(xs.numpy(), ys.numpy(), s=8, alpha=0.35, color=color, linewidths=0)
+        ax.stairs(bound.maximum.numpy(), bound.edges.numpy(), baseline=None, color=color,
+                  linewidth=1.6, label=f"{name}envelope (max per bin), ρ = {rho:.2f}, n = {xs.numel()}")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    ax.legend(fontsize="small", frameon=False)
     return fig

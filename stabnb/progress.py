@@ -27,6 +27,8 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None,
     """Wrap ``iterable`` in a tqdm bar labelled ``desc`` unless progress is disabled."""
     if not progress_enabled(enabled):
         return iter(iterable)
-    from tqdm.auto import tqdm  # imported only when shown: a notebook widget bar (ipywidgets)
+    from tqdm.auto import (
+        tqdm,  # imported only when shown: a notebook widget bar (ipywidgets)
+    )
 
     return iter(tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True))

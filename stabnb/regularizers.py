@@ -258,9 +258,15 @@ class JacobianSpectralPenalty(_SlotVectorPenalty):
 
     Examples::
 
+        >>> from stabnb.models import MLP
         >>> model = MLP(4, (6,), 3, activation="tanh").double()
+        >>> x = torch.rand(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.arange(8) % 3
         >>> reg = JacobianSpectralPenalty(1e-2, num_iters=2)
-        >>> loss = cross_entropy(model(x), y) + reg(model, x, y)
+        >>> loss = torch.nn.functional.cross_entropy(model(x), y) + reg(model, x, y)
+        >>> loss.backward()
+        >>> bool(reg(model, x, y) > 0)
+        True
     """
 
     _SETTINGS = ("strength", "num_iters", "seed")

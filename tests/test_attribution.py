@@ -11,8 +11,13 @@ from captum.attr import Saliency
 from torch import nn
 
 from stabnb.attribution import (
-    AttributionStability, attribution_method, average_ranks, cosine_similarity, relative_l2,
-    spearman_correlation, top_k_intersection,
+    AttributionStability,
+    attribution_method,
+    average_ranks,
+    cosine_similarity,
+    relative_l2,
+    spearman_correlation,
+    top_k_intersection,
 )
 from stabnb.models import MLP, SmallCNN
 

@@ -2,7 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from stabnb.checks import check_finite, check_model_finite, require_eval_mode, resolve_device
+from stabnb.checks import (
+    check_finite,
+    check_model_finite,
+    require_eval_mode,
+    resolve_device,
+)
 from stabnb.models import ResNet20
 
 

@@ -5,11 +5,15 @@ import math
 import pytest
 import torch
 
+from stabnb.operators import input_jacobian_singular_values
 from stabnb.theory import check_typical_sensitivity
 from stabnb.theory.concentration import (
-    concatenate_checks, concentration_summary, matrix_family, matrix_sensitivity, spectral_mlp,
+    concatenate_checks,
+    concentration_summary,
+    matrix_family,
+    matrix_sensitivity,
+    spectral_mlp,
 )
-from stabnb.operators import input_jacobian_singular_values
 
 D = torch.float64
 

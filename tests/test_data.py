@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from stabnb.data import (DataSourceError, gaussian_mixture, load_dataset, matrix_with_spectrum,
-                         spectrum_profile, with_weight_spectra)
+from stabnb.data import (
+    DataSourceError,
+    gaussian_mixture,
+    load_dataset,
+    matrix_with_spectrum,
+    spectrum_profile,
+    with_weight_spectra,
+)
 from stabnb.models import MLP
-
 
 
 def test_mnist_is_the_standard_set(offline_root, tmp_path):

@@ -8,14 +8,20 @@ import pandas as pd
 import pytest
 import torch
 
-from stabnb.entropy_link import EntropyLinkTable
 from stabnb.claims import attribution_claim, entropy_bound_claim, summaries_claim
 from stabnb.data import data_availability
 from stabnb.effects import (
-    DecisionRule, effects_table, format_table, instability, modest_strengths, records_frame,
-    regularizer_effects, relative_change_table, summary_table,
+    DecisionRule,
+    effects_table,
+    format_table,
+    instability,
+    modest_strengths,
+    records_frame,
+    regularizer_effects,
+    relative_change_table,
+    summary_table,
 )
-from stabnb.entropy_link import EntropyBound, entropy_bound
+from stabnb.entropy_link import EntropyBound, EntropyLinkTable, entropy_bound
 from stabnb.stats import Interval, seed_interval
 
 # Student-t 0.975 quantiles from standard tables.

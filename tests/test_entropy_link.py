@@ -13,9 +13,13 @@ from torch.func import jacrev
 
 from stabnb.attribution import AttributionStability
 from stabnb.entropy_link import (
-    EntropyLinkTable, envelope, per_sample_table, plot_entropy_link, rank_correlation,
+    EntropyLinkTable,
+    envelope,
+    per_sample_table,
+    rank_correlation,
 )
 from stabnb.models import MLP
+from stabnb.plotting import plot_entropy_link
 
 matplotlib.use("Agg")
 DT = torch.float64

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from stabnb.io import atomic_open, project_root, read_json, write_json
@@ -33,3 +35,53 @@ def test_project_root_is_found_from_inside(tmp_path):
     assert root is not None and (root / "stabnb").is_dir()
     assert project_root(root / "stabnb") == root
     assert project_root(tmp_path) is None
+
+
+def _copy_package(tmp_path):
+    import shutil
+
+    import stabnb
+    target = tmp_path / "stabnb"
+    shutil.copytree(Path(stabnb.__file__).parent, target,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def test_source_digest_ignores_prose_and_unrelated_modules(tmp_path, monkeypatch):
+    """The cache key of a study cell: docstring, comment and plotting edits keep it; a change to
+    code the cell runs (train, regularizers) makes a new one."""
+    import stabnb.io as io_module
+    package = _copy_package(tmp_path)
+    monkeypatch.setattr(io_module, "__file__", str(package / "io.py"))
+    before = io_module.source_digest(["stabnb.study"])
+
+    train = package / "train.py"
+    text = train.read_text()
+    train.write_text(text.replace('"""', '"""An edited docstring. ', 1) + "\n# a comment\n")
+    (package / "plotting.py").write_text("def anything():\n    return 1\n")
+    assert io_module.source_digest(["stabnb.study"]) == before
+
+    regularizers = package / "regularizers.py"
+    regularizers.write_text(regularizers.read_text() + "\nEXTRA = 1\n")
+    assert io_module.source_digest(["stabnb.study"]) != before
+
+
+def test_source_digest_follows_imports():
+    from stabnb.io import _imported_modules
+    found = _imported_modules(["stabnb.study"], Path(__file__).resolve().parents[1] / "stabnb")
+    assert {"stabnb.train", "stabnb.regularizers", "stabnb.attribution"} <= found
+    assert not found & {"stabnb.plotting", "stabnb.notebook", "stabnb.reproduce"}
+
+
+def test_to_jsonable_and_write_json_refuse_nan_nowhere(tmp_path):
+    import math
+
+    import torch
+
+    from stabnb.io import to_jsonable, write_json
+    value = {"t": torch.tensor([1.0, math.nan]), "f": math.inf, "p": tmp_path, "n": (1, 2)}
+    assert to_jsonable(value) == {"t": [1.0, None], "f": None, "p": str(tmp_path), "n": [1, 2]}
+    write_json(tmp_path / "x.json", value)
+    assert "NaN" not in (tmp_path / "x.json").read_text()
+    with pytest.raises(TypeError, match="cannot write object"):
+        to_jsonable(object())

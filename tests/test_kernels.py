@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from stabnb.theory.kernels import (
-    gd_contraction_factor, gd_stability_threshold, gradient_flow_noise, kernel_ridge_predict,
-    label_noise_propagation, linearized_gradient_descent, linearized_gradient_flow,
+    gd_contraction_factor,
+    gd_stability_threshold,
+    gradient_flow_noise,
+    kernel_ridge_predict,
+    label_noise_propagation,
+    linearized_gradient_descent,
+    linearized_gradient_flow,
 )
 
 D = torch.float64
@@ -153,8 +158,8 @@ def _tiny_network(activation: str = "tanh"):
 
 
 def test_ntk_problem_pieces_agree_with_the_parameter_jacobian():
-    from stabnb.theory.kernels import linearized_problem, ntk_train_query
     from stabnb.operators import ntk_gram
+    from stabnb.theory.kernels import linearized_problem, ntk_train_query
     model, inputs = _tiny_network()
     with torch.no_grad():
         targets = model(inputs) + 1.0

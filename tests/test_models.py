@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from stabnb.models import ACTIVATIONS, MLP, Normalize, build_model, functional, num_parameters
+from stabnb.models import (
+    ACTIVATIONS,
+    MLP,
+    Normalize,
+    build_model,
+    functional,
+    num_parameters,
+)
 
 
 @pytest.mark.parametrize("name,shape", [("mlp", (1, 28, 28)), ("cnn", (1, 28, 28)),

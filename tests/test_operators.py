@@ -10,8 +10,16 @@ from torch.func import functional_call, hessian, jacrev
 
 from stabnb.models import MLP, SmallCNN
 from stabnb.operators import (
-    DenseOperator, InputJacobian, LoaderLossHessian, LossHessian, NTKGram, ParamJacobian,
-    input_jacobian_singular_values, input_jacobians, ntk_gram, parameter_jacobian,
+    DenseOperator,
+    InputJacobian,
+    LoaderLossHessian,
+    LossHessian,
+    NTKGram,
+    ParamJacobian,
+    input_jacobian_singular_values,
+    input_jacobians,
+    ntk_gram,
+    parameter_jacobian,
 )
 
 DT = torch.float64

@@ -7,10 +7,14 @@ from torch import nn
 
 from stabnb.models import MLP, build_model
 from stabnb.regularizers import (
-    REGULARIZERS, InputCurvaturePenalty, JacobianFrobeniusPenalty, JacobianSpectralPenalty,
-    WeightSpectralPenalty, make_regularizer, shared_forward_inputs,
+    REGULARIZERS,
+    InputCurvaturePenalty,
+    JacobianFrobeniusPenalty,
+    JacobianSpectralPenalty,
+    WeightSpectralPenalty,
+    make_regularizer,
+    shared_forward_inputs,
 )
-
 
 
 @pytest.fixture(autouse=True)

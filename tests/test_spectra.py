@@ -10,7 +10,12 @@ import torch
 from stabnb.models import MLP
 from stabnb.operators import DenseOperator, LossHessian, ParamJacobian
 from stabnb.spectra import (
-    full_spectrum, hutchinson_trace, hutchpp_trace, lanczos, power_iteration, slq_density,
+    full_spectrum,
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos,
+    power_iteration,
+    slq_density,
     top_singular_values,
 )
 

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from stabnb.study import (
-    Cell, StudyConfig, load_study, load_study_data, run_study, study_cells, study_dir,
+    Cell,
+    StudyConfig,
+    load_study,
+    load_study_data,
+    run_study,
+    study_cells,
+    study_dir,
 )
 
 TINY = {

@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stabnb.summaries import (
-    condition_number, effective_rank, numerical_rank, spectral_entropy, stable_rank,
+    condition_number,
+    effective_rank,
+    numerical_rank,
+    spectral_entropy,
+    stable_rank,
     summarize_spectrum,
 )
 

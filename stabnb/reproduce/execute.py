@@ -11,16 +11,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import papermill
 
-if TYPE_CHECKING:  # a type only; manifest imports KERNEL_ENV from here
-    from .manifest import Entry
+from .manifest import Entry
 
-__all__ = ["KERNEL_ENV", "run_notebooks"]
+__all__ = ["run_notebooks"]
 
-KERNEL_ENV = {"STABNB_PROGRESS": "0", "MPLBACKEND": "Agg"}
 # Exception names (in a notebook) meaning "this notebook's data source is missing" (stabnb.data).
 DATA_ERRORS = ("DataSourceError",)
 
@@ -102,9 +100,8 @@ def _execute(task: dict[str, Any]) -> dict[str, Any]:
                                    kernel_name="python3", language="python", cwd=str(source.parent),
                                    progress_bar=False, start_timeout=180)
     except papermill.PapermillExecutionError as err:
-        evalue = err.evalue if len(err.evalue) <= 400 else err.evalue[:400] + " ..."
         outcome = {"status": "data missing" if err.ename in DATA_ERRORS else "error",
-                   "error": f"cell [{err.exec_count}]: {err.ename}: {evalue}"}
+                   "error": f"cell [{err.exec_count}]: {err.ename}: {err.evalue}"}
     except Exception as err:  # a dead kernel, a timeout, an unreadable notebook
         outcome = {"status": "error", "error": f"{type(err).__name__}: {err}"}
     except KeyboardInterrupt:  # papermill has shut the kernel down

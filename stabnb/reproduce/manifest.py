@@ -21,17 +21,17 @@ from typing import Any
 import nbformat
 import torch
 
-from ..io import read_json, source_digest
-from ..notebook import project_root
-from .execute import KERNEL_ENV
+from ..io import project_root, read_json, source_digest, write_json
 from .provenance import version
 
 __all__ = [
-    "NOTEBOOKS", "Entry", "select", "ordered_keys", "stale_reason", "last_state",
-    "read_manifest", "digest", "file_digest", "code_digest", "environment", "library_digest",
+    "KERNEL_ENV", "NOTEBOOKS", "Entry", "select", "ordered_keys", "stale_reason", "last_state",
+    "read_manifest", "digest", "file_digest", "code_digest", "environment", "library_digest", "Manifest",
 ]
 
 # Every notebook of the reproduction, in order, relative to <project>/notebooks.
+# The environment of every kernel the runner starts: no progress bars, headless plots.
+KERNEL_ENV = {"STABNB_PROGRESS": "0", "MPLBACKEND": "Agg"}
 NOTEBOOKS = (
     "00_tour.ipynb",
     "theory/R1_product_representation.ipynb",
@@ -197,3 +197,24 @@ def library_digest(path: Path) -> str:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 modules |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
     return source_digest(sorted(m for m in modules if m.split(".")[0] == "stabnb"))
+
+
+class Manifest:
+    """``results/<profile>/manifest.json``: each notebook's fingerprint and state at its last run,
+    rewritten (atomically) after every notebook, so an interrupted run resumes where it stopped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = read_manifest(path)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The record of notebook ``key``, or None if it never ran here."""
+        return self.data["notebooks"].get(key)
+
+    def record(self, entry: Entry, run: Any) -> None:
+        """Store ``run`` (a :class:`~stabnb.reproduce.records.NotebookRun`) for ``entry``."""
+        self.data["notebooks"][entry.key] = {
+            "fingerprint": entry.fingerprint, "status": run.status, "wall_s": run.wall_s,
+            "finished_at": run.finished_at, "commit": run.commit, "error": run.error,
+            "result_sha256": file_digest(entry.result)}
+        write_json(self.path, self.data)

@@ -31,17 +31,17 @@ import torch
 from ..checks import resolve_device
 from ..io import write_json, write_text
 from ..notebook import PROFILES
-from .execute import KERNEL_ENV, run_notebooks
+from .execute import run_notebooks
 from .manifest import (
+    KERNEL_ENV,
     Entry,
+    Manifest,
     code_digest,
     digest,
     environment,
-    file_digest,
     last_state,
     library_digest,
     ordered_keys,
-    read_manifest,
     select,
     stale_reason,
 )
@@ -102,8 +102,7 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
     for entry in entries:
         entry.fingerprint = {"code": code_digest(entry.source),
                              "package": library_digest(entry.source), **shared}
-    manifest_path = results_dir / "manifest.json"
-    manifest = read_manifest(manifest_path)
+    manifest = Manifest(results_dir / "manifest.json")
     provenance = collect_provenance(profile, seed, resolved, jobs)
 
     runs: dict[str, NotebookRun] = {key: NotebookRun(key, "not on disk",
@@ -111,7 +110,7 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
                                     for key in absent}
     todo = []
     for entry in entries:
-        record = manifest["notebooks"].get(entry.key)
+        record = manifest.get(entry.key)
         stale = stale_reason(record, entry)
         if not entry.selected:
             runs[entry.key] = recorded_run(entry, record, "not selected",
@@ -132,14 +131,9 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         print(f"[{'-' * width}/{total}] {'not on disk':<12} {key} (skipped)", flush=True)
 
     def finish(index: int, entry: Entry, outcome: dict[str, Any]) -> None:
-        """Record a finished notebook in the manifest (rewritten at once) and print it."""
-        run = finished_run(entry, outcome, provenance["commit"])
-        runs[entry.key] = run
-        manifest["notebooks"][entry.key] = {
-            "fingerprint": entry.fingerprint, "status": run.status, "wall_s": run.wall_s,
-            "finished_at": run.finished_at, "commit": run.commit, "error": run.error,
-            "result_sha256": file_digest(entry.result)}
-        write_json(manifest_path, manifest)
+        """Record a finished notebook in the manifest and print its line."""
+        run = runs[entry.key] = finished_run(entry, outcome, provenance["commit"])
+        manifest.record(entry, run)
         print(f"[{index:>{width}}/{total}] {run.status:<12} {entry.key} "
               f"{run.wall_s:.1f} s  {run.error or verdict_counts(run.claims)}", flush=True)
 

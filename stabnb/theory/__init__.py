@@ -15,17 +15,35 @@ notebooks; nothing in the library imports it.
 """
 
 from .attribution_bounds import (
-    CompletenessCheck, IntegratedGradientsCheck, SaliencyCheck, check_ig_completeness,
-    check_integrated_gradients, check_saliency,
+    CompletenessCheck,
+    IntegratedGradientsCheck,
+    SaliencyCheck,
+    check_ig_completeness,
+    check_integrated_gradients,
+    check_saliency,
 )
-from .families import FamilyCheck, PerSampleResult, RandomNetwork, check_family, random_networks
+from .families import (
+    FamilyCheck,
+    PerSampleResult,
+    RandomNetwork,
+    check_family,
+    random_networks,
+)
 from .product import (
-    Factor, ProductCheck, ProductRepresentation, check_product_representation, layerwise_bound,
+    Factor,
+    ProductCheck,
+    ProductRepresentation,
+    check_product_representation,
+    layerwise_bound,
     weight_gate_product,
 )
 from .sensitivity import (
-    ForwardSensitivityCheck, ParameterSensitivityCheck, TypicalSensitivityCheck,
-    check_forward_sensitivity, check_parameter_sensitivity, check_typical_sensitivity,
+    ForwardSensitivityCheck,
+    ParameterSensitivityCheck,
+    TypicalSensitivityCheck,
+    check_forward_sensitivity,
+    check_parameter_sensitivity,
+    check_typical_sensitivity,
 )
 
 __all__ = [

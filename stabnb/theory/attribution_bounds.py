@@ -17,10 +17,11 @@ from torch import nn
 from torch.func import jacrev, vmap
 
 from ..models import functional
-from ..operators import (input_jacobians)
+from ..operators import input_jacobians
+from ..rng import resolve_generator
 from .families import PerSampleResult
-from .product import LIPSCHITZ, SMOOTH_ACTIVATIONS, ROUNDING_RTOL, layer_chain
-from .sensitivity import random_directions, path_points, path_operator_norms
+from .product import LIPSCHITZ, ROUNDING_RTOL, SMOOTH_ACTIVATIONS, layer_chain
+from .sensitivity import path_operator_norms, path_points, random_directions
 
 __all__ = [
     "SaliencyCheck", "check_saliency", "CompletenessCheck", "check_ig_completeness",
@@ -99,7 +100,7 @@ class SaliencyCheck(PerSampleResult):
 def check_saliency(model: nn.Module, inputs: torch.Tensor,
                    target: int | torch.Tensor | None = None, *, radius: float = 0.05,
                    num_path_points: int = 5,
-                   generator: torch.Generator | None = None) -> SaliencyCheck:
+                   generator: torch.Generator | None = None, seed: int = 0) -> SaliencyCheck:
     """R5: saliency ``a_c(x) = J_f(x)ᵀe_c`` is bounded by ``‖J_f(x)‖₂`` and β-Lipschitz in x.
 
     ``‖a_c‖ = ‖J_fᵀe_c‖ ≤ ‖J_f‖₂‖e_c‖``. For smooth σ, ``a_c(x+δ) − a_c(x) = ∫₀¹ ∇²f_c(x+tδ)δ dt``,
@@ -114,10 +115,12 @@ def check_saliency(model: nn.Module, inputs: torch.Tensor,
         radius: ``‖δ‖₂`` in pixel units. Default: 0.05.
         num_path_points: grid points for β (smooth σ only). Default: 5.
         generator: for δ.
+        seed: seeds a fresh generator when ``generator`` is None. Default: 0.
 
     Cost: two Jacobians per sample, and (smooth σ) ``num_path_points`` dense d×d input
     Hessians per sample: meant for small d.
     """
+    generator = resolve_generator(generator, seed)
     layers = layer_chain(model)
     activations = [layer for layer in layers if type(layer) in LIPSCHITZ]
     smooth = all(isinstance(layer, SMOOTH_ACTIVATIONS) for layer in activations)
@@ -246,7 +249,7 @@ def check_integrated_gradients(model: nn.Module, inputs: torch.Tensor,
                                target: int | torch.Tensor | None = None, *,
                                baselines: torch.Tensor | None = None, n_steps: int = 32,
                                method: str = "gausslegendre", radius: float = 0.05,
-                               generator: torch.Generator | None = None
+                               generator: torch.Generator | None = None, seed: int = 0
                                ) -> IntegratedGradientsCheck:
     """R6: ``‖IG(x)‖₂ ≤ ‖x − x'‖_∞ sup_α ‖J_f(x_α)‖₂`` and a perturbation bound from it and β.
 
@@ -265,10 +268,12 @@ def check_integrated_gradients(model: nn.Module, inputs: torch.Tensor,
         n_steps, method: Captum's quadrature. Default: 32, ``"gausslegendre"``.
         radius: ``‖δ‖₂`` for the perturbation bound. Default: 0.05.
         generator: for δ.
+        seed: seeds a fresh generator when ``generator`` is None. Default: 0.
 
     Cost: 2·n_steps gradients and Jacobian spectra per sample, and (smooth σ) 2·n_steps dense
     d×d input Hessians per sample: meant for small d.
     """
+    generator = resolve_generator(generator, seed)
     smooth = _smooth_chain(layer_chain(model))
     target = _target_indices(model, inputs, target)
     baselines = _baselines(inputs, baselines)

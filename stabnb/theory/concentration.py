@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .sensitivity import TypicalSensitivityCheck
 from ..checks import check_finite
 from ..data import matrix_with_spectrum, spectrum_profile, with_weight_spectra
 from ..models import MLP
 from ..operators import input_jacobian_singular_values
+from ..rng import resolve_generator
 from ..summaries import effective_rank, spectral_entropy, stable_rank
+from .sensitivity import TypicalSensitivityCheck
 
 __all__ = ["ConcentrationSummary", "matrix_family", "matrix_sensitivity", "spectral_mlp",
            "concatenate_checks", "concentration_summary"]
@@ -42,13 +43,14 @@ def _check_sampling(sigma: float, num_samples: int) -> None:
 
 
 def matrix_family(decays: Sequence[float], shape: tuple[int, int], *, norm: float = 1.0,
-                  kind: str = "geometric", generator: torch.Generator | None = None,
+                  kind: str = "geometric", generator: torch.Generator | None = None, seed: int = 0,
                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Random matrices U diag(s) Vᵀ with ``s = spectrum_profile(min(shape), decay, norm)``.
 
     All share the operator norm ``norm``; ``decay`` sets the concentration (see
     :func:`stabnb.data.spectrum_profile`). Returns shape (len(decays), *shape).
     """
+    generator = resolve_generator(generator, seed)
     rank = min(shape)
     return torch.stack([matrix_with_spectrum(spectrum_profile(rank, d, norm=norm, kind=kind),
                                              shape, generator=generator, dtype=dtype)
@@ -56,7 +58,7 @@ def matrix_family(decays: Sequence[float], shape: tuple[int, int], *, norm: floa
 
 
 def matrix_sensitivity(matrices: torch.Tensor, *, sigma: float, num_samples: int,
-                       generator: torch.Generator | None = None) -> TypicalSensitivityCheck:
+                       generator: torch.Generator | None = None, seed: int = 0) -> TypicalSensitivityCheck:
     """Monte Carlo E‖Aξ‖², ξ ~ N(0, σ²I_d), for a batch of matrices, beside the R3 chain.
 
     The matrix counterpart of :func:`stabnb.theory.check_typical_sensitivity`: the same result
@@ -69,6 +71,7 @@ def matrix_sensitivity(matrices: torch.Tensor, *, sigma: float, num_samples: int
         sigma: noise standard deviation σ > 0.
         num_samples: Monte Carlo draws per matrix (≥ 2).
         generator: source of the draws (on the matrices' device).
+        seed: seeds a fresh generator when ``generator`` is None. Default: 0.
 
     Returns:
         :class:`stabnb.theory.TypicalSensitivityCheck` with one entry per matrix.
@@ -81,6 +84,7 @@ def matrix_sensitivity(matrices: torch.Tensor, *, sigma: float, num_samples: int
         >>> [round(v) for v in check.frobenius.tolist()]   # ‖A‖_F²: 8 flat, ≈1.1 concentrated
         [8, 1]
     """
+    generator = resolve_generator(generator, seed)
     _check_sampling(sigma, num_samples)
     batch = matrices.unsqueeze(0) if matrices.dim() == 2 else matrices
     if batch.dim() != 3:

@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io import to_jsonable
 from ..models import ACTIVATIONS, MLP, SmallCNN
 from ..progress import progress
+from ..rng import resolve_generator
 
 __all__ = ["PerSampleResult", "RandomNetwork", "random_networks", "FamilyCheck", "check_family"]
 
@@ -26,7 +28,8 @@ class PerSampleResult:
     """to_dict() and per-sample records() for the frozen check dataclasses below."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """Every field, JSON-ready (tensors as lists, NaN as None)."""
+        return {f.name: to_jsonable(getattr(self, f.name)) for f in fields(self)}
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per sample: every per-sample (n,) field plus the scalar settings."""
@@ -38,10 +41,6 @@ class PerSampleResult:
         n = len(next(iter(per_sample.values())))
         return [{"sample": i, **scalars, **{k: v[i].item() for k, v in per_sample.items()}}
                 for i in range(n)]
-
-
-def _plain(value: Any) -> Any:
-    return value.tolist() if isinstance(value, torch.Tensor) else value
 
 
 
@@ -175,13 +174,14 @@ class FamilyCheck:
 
 
 def check_family(family: Sequence[RandomNetwork], check: Callable[..., PerSampleResult], *,
-                 num_inputs: int, generator: torch.Generator | None = None,
+                 num_inputs: int, generator: torch.Generator | None = None, seed: int = 0,
                  progress_enabled: bool | None = None, **kwargs: Any) -> FamilyCheck:
     """Run ``check(model, inputs, **kwargs)`` on every network with ``num_inputs`` inputs in [0, 1].
 
     Inputs are uniform pixels of the network's input shape, drawn from ``generator``, which is
     also passed to checks that take one. Returns one record per (network, sample).
     """
+    generator = resolve_generator(generator, seed)
     records = []
     for member in progress(family, desc=check.__name__, enabled=progress_enabled):
         parameter = next(member.model.parameters())

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..checks import check_finite
+from ..io import to_jsonable
 from ..operators import LossHessian, ntk_gram, parameter_jacobian
 from ..spectra import lanczos
 
@@ -36,10 +37,6 @@ __all__ = [
     "gd_stability_threshold",
     "gd_contraction_factor", "mse_hessian_vs_ntk",
 ]
-
-
-def _to_list(value: Any) -> Any:
-    return value.tolist() if isinstance(value, torch.Tensor) else value
 
 
 def _check_kernel(kernel: torch.Tensor) -> None:
@@ -159,8 +156,8 @@ class LabelNoiseResult:
         return bool((self.change_norms <= self.bounds + tol).all())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"change_norms": _to_list(self.change_norms), "bounds": _to_list(self.bounds),
-                "slack": _to_list(self.slack), "holds": self.holds, "noise_norm": self.noise_norm,
+        return {"change_norms": to_jsonable(self.change_norms), "bounds": to_jsonable(self.bounds),
+                "slack": to_jsonable(self.slack), "holds": self.holds, "noise_norm": self.noise_norm,
                 "lambda_min": self.lambda_min, "ridge": self.ridge}
 
 
@@ -223,10 +220,10 @@ class GradientFlowNoiseResult:
         return torch.linalg.vector_norm(self.fitted_noise.flatten(1), dim=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"times": _to_list(self.times), "fitted_norms": _to_list(self.fitted_norms),
-                "eigenvalues": _to_list(self.eigenvalues), "absorbed": _to_list(self.absorbed),
-                "query_change_norms": _to_list(self.query_change_norms),
-                "query_bounds": _to_list(self.query_bounds), "lr": self.lr}
+        return {"times": to_jsonable(self.times), "fitted_norms": to_jsonable(self.fitted_norms),
+                "eigenvalues": to_jsonable(self.eigenvalues), "absorbed": to_jsonable(self.absorbed),
+                "query_change_norms": to_jsonable(self.query_change_norms),
+                "query_bounds": to_jsonable(self.query_bounds), "lr": self.lr}
 
 
 def _decay_ratio(eigenvalues: torch.Tensor, times: torch.Tensor, lr: float) -> torch.Tensor:
@@ -322,8 +319,8 @@ class GradientFlowResult:
         return self.bounds / self.residual_norms
 
     def to_dict(self) -> dict[str, Any]:
-        return {"times": _to_list(self.times), "residual_norms": _to_list(self.residual_norms),
-                "bounds": _to_list(self.bounds), "eigenvalues": _to_list(self.eigenvalues),
+        return {"times": to_jsonable(self.times), "residual_norms": to_jsonable(self.residual_norms),
+                "bounds": to_jsonable(self.bounds), "eigenvalues": to_jsonable(self.eigenvalues),
                 "lr": self.lr}
 
 
@@ -413,7 +410,7 @@ class GradientDescentResult:
         return float((norms[-1] / norms[-1 - window]) ** (1.0 / span))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": _to_list(self.steps), "residual_norms": _to_list(self.residual_norms),
+        return {"steps": to_jsonable(self.steps), "residual_norms": to_jsonable(self.residual_norms),
                 "lr": self.lr, "num_steps": self.num_steps, "diverged": self.diverged}
 
 

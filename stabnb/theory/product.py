@@ -17,7 +17,7 @@ from torch import nn
 
 from ..checks import check_finite, require_eval_mode
 from ..models import ACTIVATIONS, MLP, Normalize, SmallCNN
-from ..operators import (input_jacobians)
+from ..operators import input_jacobians
 from .families import PerSampleResult
 
 __all__ = [

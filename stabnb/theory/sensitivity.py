@@ -16,8 +16,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ..models import functional
-from ..operators import (input_jacobian_singular_values, ntk_gram,
-                        parameter_jacobian)
+from ..operators import input_jacobian_singular_values, ntk_gram, parameter_jacobian
+from ..rng import resolve_generator
 from ..summaries import effective_rank, numerical_rank, spectral_entropy, stable_rank
 from .families import PerSampleResult
 from .product import layerwise_bound
@@ -28,13 +28,13 @@ __all__ = [
 ]
 
 
-def random_directions(inputs: torch.Tensor, radius: float, generator: torch.Generator | None
-                ) -> torch.Tensor:
+def random_directions(inputs: torch.Tensor, radius: float, generator: torch.Generator
+                      ) -> torch.Tensor:
     """Uniformly random directions scaled to ‖δ‖₂ = radius, one per sample."""
     if not radius > 0:
         raise ValueError(f"radius={radius!r} must be positive, e.g. 0.05 (pixel units).")
     noise = torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype,
-                        device="cpu" if generator is None else generator.device)
+                        device=generator.device)
     noise = noise.to(inputs.device)
     return radius * noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (inputs.dim() - 1))
 
@@ -76,7 +76,7 @@ class ForwardSensitivityCheck(PerSampleResult):
 
 def check_forward_sensitivity(model: nn.Module, inputs: torch.Tensor, *, radius: float = 0.1,
                               num_path_points: int = 9,
-                              generator: torch.Generator | None = None
+                              generator: torch.Generator | None = None, seed: int = 0
                               ) -> ForwardSensitivityCheck:
     """R2: ``‖J_f(x)‖₂ ≤ L_σ^{L−1} Π‖W_i‖₂`` and ``‖f(x+δ) − f(x)‖ ≤ sup_t ‖J_f(x+tδ)‖₂ ‖δ‖``.
 
@@ -86,6 +86,7 @@ def check_forward_sensitivity(model: nn.Module, inputs: torch.Tensor, *, radius:
 
     Cost: ``num_path_points`` Jacobian spectra per sample.
     """
+    generator = resolve_generator(generator, seed)
     delta = random_directions(inputs, radius, generator)
     bound = layerwise_bound(model, inputs.shape[1:])
     path_norms = path_operator_norms(model, path_points(inputs, delta, num_path_points))
@@ -129,7 +130,7 @@ class TypicalSensitivityCheck(PerSampleResult):
 
 def check_typical_sensitivity(model: nn.Module, inputs: torch.Tensor, *, sigma: float = 1e-3,
                               num_samples: int = 64,
-                              generator: torch.Generator | None = None
+                              generator: torch.Generator | None = None, seed: int = 0
                               ) -> TypicalSensitivityCheck:
     """R3: typical sensitivity ``E‖Jξ‖² = σ²‖J‖_F² = σ²‖J‖₂² srank ≤ σ²‖J‖₂² exp(H)``.
 
@@ -142,9 +143,11 @@ def check_typical_sensitivity(model: nn.Module, inputs: torch.Tensor, *, sigma: 
         sigma: noise scale in pixel units. Default: 1e-3.
         num_samples: Monte Carlo draws K per sample. Default: 64.
         generator: for the noise draws.
+        seed: seeds a fresh generator when ``generator`` is None. Default: 0.
 
     Cost: n·K forward passes and one Jacobian spectrum per sample.
     """
+    generator = resolve_generator(generator, seed)
     if not sigma > 0 or num_samples < 2:
         raise ValueError(f"sigma={sigma!r} must be positive and num_samples={num_samples} at "
                          "least 2 (for a standard error).")
@@ -152,7 +155,7 @@ def check_typical_sensitivity(model: nn.Module, inputs: torch.Tensor, *, sigma: 
     top2 = singular[:, 0] ** 2
     n, d = inputs.shape[0], inputs[0].numel()
     noise = torch.randn((num_samples, *inputs.shape), generator=generator, dtype=inputs.dtype,
-                        device="cpu" if generator is None else generator.device)
+                        device=generator.device)
     noise = sigma * noise.to(inputs.device)
     with torch.no_grad():
         clean = model(inputs)
@@ -220,7 +223,7 @@ def _perturbed_outputs(model: nn.Module, inputs: torch.Tensor,
 
 def check_parameter_sensitivity(model: nn.Module, inputs: torch.Tensor, *, radius: float = 1e-3,
                                 num_directions: int = 8,
-                                generator: torch.Generator | None = None
+                                generator: torch.Generator | None = None, seed: int = 0
                                 ) -> ParameterSensitivityCheck:
     """R4: ``‖f_{θ+Δ}(x) − f_θ(x)‖ ≤ ‖∇_θ f(x)‖₂ ‖Δ‖ + O(‖Δ‖²)`` and ``‖∇_θ f(x)‖₂² = λ_max(K_xx)``.
 
@@ -233,9 +236,11 @@ def check_parameter_sensitivity(model: nn.Module, inputs: torch.Tensor, *, radiu
         radius: ``‖Δ‖₂``, small so that first order dominates. Default: 1e-3.
         num_directions: random directions Δ (shared by all samples). Default: 8.
         generator: for the directions.
+        seed: seeds a fresh generator when ``generator`` is None. Default: 0.
 
     Cost: the per-sample parameter Jacobians (n·C reverse passes) and the nC×nC block NTK.
     """
+    generator = resolve_generator(generator, seed)
     if not radius > 0 or num_directions < 1:
         raise ValueError(f"radius={radius!r} must be positive and num_directions="
                          f"{num_directions} at least 1.")
@@ -248,7 +253,7 @@ def check_parameter_sensitivity(model: nn.Module, inputs: torch.Tensor, *, radiu
     lambda_max = torch.linalg.eigvalsh(blocks)[:, -1]
     identity_error = (norm ** 2 - lambda_max).abs() / lambda_max
     directions = torch.randn(num_directions, p, generator=generator, dtype=jacobian.dtype,
-                             device="cpu" if generator is None else generator.device)
+                             device=generator.device)
     directions = radius * directions / directions.norm(dim=1, keepdim=True)
     with torch.no_grad():
         clean = model(inputs)
