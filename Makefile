@@ -41,4 +41,4 @@ notebooks: $(VENV)/.installed
 		--execute --inplace --ExecutePreprocessor.record_timing=False notebooks/*.ipynb notebooks/*/*.ipynb
 
 clean:
-	rm -rf $(VENV) runs/smoke figures/smoke .pytest_cache
+	rm -rf $(VENV) runs/smoke runs/scratch figures/smoke .pytest_cache

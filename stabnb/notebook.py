@@ -121,7 +121,9 @@ def setup(name: str, *, profile: str, seed: int, device: str, output_path: str |
         seed: base seed of :meth:`Notebook.generator`; the global streams are left alone.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         output_path: where :meth:`Notebook.finish` writes the claims JSON. Default: nowhere.
-        figures_dir: root for figures. Default: ``$STABNB_FIGURES_DIR``, else ``<project>/figures``.
+        figures_dir: root for figures. Default: ``$STABNB_FIGURES_DIR`` (the reproduce command
+            sets it to ``<out-root>/figures``), else the scratch folder ``<project>/runs/scratch/
+            figures``, so running a notebook by hand changes no tracked file.
         **parameters: the notebook's other parameters, as ``name=(value, expected_type)``;
             each is type-checked so a wrongly injected value fails here, by name.
 
@@ -141,5 +143,5 @@ def setup(name: str, *, profile: str, seed: int, device: str, output_path: str |
         name=name, profile=profile, seed=seed, device=resolve_device(device),
         output_path=Path(output_path) if output_path else None,
         figures_dir=Path(figures_dir or os.environ.get("STABNB_FIGURES_DIR")
-                         or (project_root() or Path.cwd()) / "figures"),
+                         or (project_root() or Path.cwd()) / "runs" / "scratch" / "figures"),
     )

@@ -76,3 +76,18 @@ def test_a_real_notebook_refuses_bad_parameters_in_its_first_cells(tmp_path, par
     failed = next(i for i, c in enumerate(code) if any(o.get("output_type") == "error"
                                                        for o in c.get("outputs", [])))
     assert failed <= 3, "the bad parameter must fail at setup, before any work"
+
+
+def test_figures_default_to_a_scratch_folder(monkeypatch):
+    """A notebook run by hand (no reproduce command) writes no tracked file."""
+    monkeypatch.delenv("STABNB_FIGURES_DIR", raising=False)
+    nb = setup("demo", profile="smoke", seed=0, device="cpu")
+    assert nb.figures_dir.parts[-3:] == ("runs", "scratch", "figures")
+
+
+def test_int_is_accepted_where_a_float_is_expected_and_pick_prefers_the_value():
+    nb = setup("demo", profile="quick", seed=0, device="cpu", sigma=(1, float))
+    assert nb.pick(None, smoke=1, quick=3, paper=5) == 3
+    assert nb.pick(7, smoke=1, quick=3, paper=5) == 7
+    with pytest.raises(TypeError, match="parameter flag=1 has type int"):
+        setup("demo", profile="quick", seed=0, device="cpu", flag=(1, bool))

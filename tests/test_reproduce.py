@@ -120,7 +120,8 @@ def test_failing_notebook_exits_nonzero_while_others_complete(nbs: Path, tmp_pat
         "verdicts.ipynb": "ok", "fails.ipynb": "error", "nodata.ipynb": "data missing"}
     assert len(data["claims"]) == 2
     report = (out / "results/smoke/REPORT.md").read_text()
-    assert "- **fails.ipynb**: error: cell [3]: RuntimeError: fixture failure" in report
+    assert "- **fails.ipynb**: error (executed notebook: `runs/smoke/fails.ipynb`):" in report
+    assert "  cell [3]: RuntimeError: fixture failure" in report
     assert "DataSourceError: no copy of the fixture data set" in report
     executed = nbformat.read(out / "runs/smoke/fails.ipynb", as_version=4)
     assert any(o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", []))
