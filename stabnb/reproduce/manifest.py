@@ -30,8 +30,9 @@ __all__ = [
 ]
 
 # Every notebook of the reproduction, in order, relative to <project>/notebooks.
-# The environment of every kernel the runner starts: no progress bars, headless plots.
-KERNEL_ENV = {"STABNB_PROGRESS": "0", "MPLBACKEND": "Agg"}
+# The environment of every kernel the runner starts: no progress bars; figures inline (embedded
+# as images in the executed notebooks, which make publish commits).
+KERNEL_ENV = {"STABNB_PROGRESS": "0", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 NOTEBOOKS = (
     "00_tour.ipynb",
     "theory/R1_product_representation.ipynb",
