@@ -10,14 +10,18 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
+import io
+
+import matplotlib
 import seaborn as sns
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 __all__ = [
-    "new_figure",
+    "NotebookFigure", "figure_png", "new_figure",
     # kernels and concentration
     "plot_slack_ecdf", "plot_noise_absorption", "plot_gradient_flow", "plot_gd_step_sizes",
     "plot_hessian_vs_ntk", "plot_concentration",
@@ -29,12 +33,35 @@ __all__ = [
 ]
 
 
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes at its own dpi, cropped to what is drawn (as the inline backend does)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+class NotebookFigure(Figure):
+    """A Figure that a notebook shows exactly once, whatever the matplotlib backend.
+
+    It is never registered with pyplot, so the inline backend does not show it again when the
+    cell ends, and ``_repr_png_`` lets ``fig`` / ``display(fig)`` render it as an image even
+    where no figure formatter is installed (papermill with ``MPLBACKEND=Agg``).
+    """
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.0,
                height: float = 3.2) -> tuple[Figure, object]:
-    """A figure of ``nrows × ncols`` panels in the house style (seaborn ticks, constrained layout)."""
+    """A figure of ``nrows × ncols`` panels in the house style (seaborn ticks, constrained layout).
+
+    The figure is a :class:`NotebookFigure`: a cell ending in ``fig`` or ``display(fig)``
+    shows it once.
+    """
     sns.set_theme(style="ticks", context="paper")
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
-                             layout="constrained", squeeze=False)
+    fig = NotebookFigure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes if nrows * ncols > 1 else axes[0, 0]
 
 
@@ -63,7 +90,7 @@ def plot_noise_absorption(result: Any) -> Figure:
     """
     fig, ax = new_figure(width=4.6)
     eigenvalues = result.eigenvalues.clamp_min(torch.finfo(result.eigenvalues.dtype).tiny)
-    colours = plt.get_cmap("viridis")(
+    colours = matplotlib.colormaps["viridis"](
         ((eigenvalues.log() - eigenvalues.log().min())
          / (eigenvalues.log().max() - eigenvalues.log().min()).clamp_min(1e-12)).cpu().numpy())
     positive = result.times > 0
@@ -72,8 +99,8 @@ def plot_noise_absorption(result: Any) -> Figure:
         ax.plot(scaled_time, result.absorbed[positive, i].cpu().numpy(), color=colours[i], lw=0.8)
     ax.set(xscale="log", xlabel="ηt", ylabel="fraction of noise fitted",
            title="noise absorbed per NTK eigendirection")
-    mappable = plt.cm.ScalarMappable(
-        cmap="viridis", norm=plt.Normalize(float(eigenvalues.log10().min()),
+    mappable = ScalarMappable(
+        cmap="viridis", norm=Normalize(float(eigenvalues.log10().min()),
                                            float(eigenvalues.log10().max())))
     fig.colorbar(mappable, ax=ax, label="log₁₀ λᵢ(K)")
     return fig
