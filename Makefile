@@ -1,6 +1,7 @@
 # stabnb: the two commands of the README, plus helpers for developers.
 #   make reproduce   run every notebook headless (PROFILE=quick by default) and write the report
 #   make test        the whole test suite: unit tests and the notebooks under nbval (smoke profile)
+#   make lab         JupyterLab on the tour, with the same data settings (STABNB_DOWNLOAD=1 to download)
 # Each creates or reuses the virtual environment in $(VENV) and installs what it needs.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ JOBS ?=
 STABNB_OFFLINE_DATA ?= $(if $(wildcard ../shared/data/SHA256SUMS),$(abspath ../shared/data))
 export STABNB_OFFLINE_DATA
 
-.PHONY: reproduce test bench readme publish smoke-reference clean
+.PHONY: reproduce test lab bench readme publish smoke-reference clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ reproduce: $(VENV)/.installed
 test: $(VENV)/.installed
 	STABNB_PROFILE=quick STABNB_PROGRESS=0 MPLBACKEND=Agg PYTHONHASHSEED=0 OMP_NUM_THREADS=1 \
 		$(BIN)/python -m pytest -n $(or $(JOBS),2) --dist loadfile --nbval-lax --doctest-modules stabnb tests notebooks
+
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab notebooks/00_tour.ipynb
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py

@@ -5,7 +5,8 @@ Where the images come from, in order:
 1. ``root`` (argument) or ``$STABNB_DATA_ROOT``: a folder in torchvision's own layout, what
    ``torchvision.datasets.MNIST(root, download=True)`` writes (``MNIST/raw/``,
    ``cifar-10-batches-py/``, ``cifar-100-python/``). Users who are online pass
-   ``download=True`` and torchvision fills it.
+   ``download=True``, or set ``STABNB_DOWNLOAD=1`` for every load (notebooks included), and
+   torchvision fills it.
 2. ``offline_root`` (argument) or ``$STABNB_OFFLINE_DATA``: the project's offline copies
    (``mnist/*.gz`` and ``cifar10/*.tar.gz`` with a ``SHA256SUMS`` file), verified against
    their checksums before use.
@@ -123,6 +124,15 @@ class ImageDataset:
 def _env_path(explicit: str | os.PathLike | None, variable: str) -> Path | None:
     value = explicit if explicit is not None else os.environ.get(variable) or None
     return Path(value).expanduser() if value is not None else None
+
+
+def _download_switch() -> bool:
+    """``$STABNB_DOWNLOAD``: ``1`` lets torchvision download, unset, empty or ``0`` does not."""
+    value = os.environ.get("STABNB_DOWNLOAD", "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"STABNB_DOWNLOAD={value!r} must be 1 (download) or 0 (do not); "
+                         "unset it to keep the default, no download.")
+    return value == "1"
 
 
 def default_cache_dir() -> Path:
@@ -279,7 +289,7 @@ def _offline(name: str, split: str, offline_root: Path, cache_dir: Path):
 def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike | None = None,
                  offline_root: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None,
-                 download: bool = False) -> ImageDataset:
+                 download: bool | None = None) -> ImageDataset:
     """Load MNIST, CIFAR-10 or CIFAR-100 as an :class:`ImageDataset` (uint8 images, int64 labels).
 
     Args:
@@ -289,10 +299,11 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike | N
         offline_root: the offline copies (with ``SHA256SUMS``). Default: ``$STABNB_OFFLINE_DATA``.
         cache_dir: where decoded arrays are cached. Default: :func:`default_cache_dir`.
         download: let torchvision download into ``root`` (or ``<cache_dir>/torchvision``)
-            when no other source has the data. Default: ``False``.
+            when no other source has the data. Default: ``$STABNB_DOWNLOAD`` (``1`` downloads,
+            unset or ``0`` does not).
 
     Raises:
-        ValueError: unknown name or split.
+        ValueError: unknown name or split, or ``$STABNB_DOWNLOAD`` is neither 0 nor 1.
         DataSourceError: no source has the data (the message lists every option), or an
             offline file fails its checksum.
     """
@@ -303,6 +314,7 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike | N
     root_path = _env_path(root, "STABNB_DATA_ROOT")
     offline_path = _env_path(offline_root, "STABNB_OFFLINE_DATA")
     cache_path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    download = _download_switch() if download is None else download
 
     found, source = None, ""
     if root_path is not None:
@@ -332,8 +344,8 @@ def _options(name: str) -> str:
     offline = "" if name != "cifar100" else " (none exists for cifar100)"
     return (
         "Provide the data in one of these ways:\n"
-        "  1. online: load_dataset(..., download=True), optionally with root=... or "
-        "$STABNB_DATA_ROOT as the download folder;\n"
+        "  1. online: set STABNB_DOWNLOAD=1 (or pass load_dataset(..., download=True)), "
+        "optionally with root=... or $STABNB_DATA_ROOT as the download folder;\n"
         "  2. a torchvision-layout folder you already have (MNIST/raw, cifar-10-batches-py, "
         "cifar-100-python): root=... or $STABNB_DATA_ROOT;\n"
         f"  3. the project's offline copies{offline}: offline_root=... or $STABNB_OFFLINE_DATA "

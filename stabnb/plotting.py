@@ -10,33 +10,60 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
+import io
+
+import matplotlib
 import seaborn as sns
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from .entropy_link import EntropyLinkTable, envelope, finite_pairs, rank_correlation
 
 __all__ = [
-    "new_figure",
+    "NotebookFigure", "figure_png", "new_figure",
     # kernels and concentration
-    "plot_slack_ecdf", "plot_noise_absorption", "plot_gradient_flow", "plot_gd_step_sizes",
-    "plot_hessian_vs_ntk", "plot_concentration",
+    "plot_slack_ecdf", "plot_noise_absorption", "plot_gradient_flow", "plot_gd_step_sizes", "plot_gd_loss",
+    "plot_hessian_vs_ntk", "plot_concentration", "plot_sensitivity_chain",
     # theory R1-R6
     "plot_error_ecdf", "plot_bound_vs_actual", "plot_bound_chain", "plot_saliency_jumps",
-    "plot_operator_spectra",
+    "plot_operator_spectra", "plot_attribution_maps",
     # experiments
     "plot_strength_sweep", "plot_regularizer_effects", "plot_entropy_link",
 ]
 
 
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes at its own dpi, cropped to what is drawn (as the inline backend does)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+class NotebookFigure(Figure):
+    """A Figure that a notebook shows exactly once, whatever the matplotlib backend.
+
+    It is never registered with pyplot, so the inline backend does not show it again when the
+    cell ends, and ``_repr_png_`` lets ``fig`` / ``display(fig)`` render it as an image even
+    where no figure formatter is installed (papermill with ``MPLBACKEND=Agg``).
+    """
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.0,
                height: float = 3.2) -> tuple[Figure, object]:
-    """A figure of ``nrows × ncols`` panels in the house style (seaborn ticks, constrained layout)."""
+    """A figure of ``nrows × ncols`` panels in the house style (seaborn ticks, constrained layout).
+
+    The figure is a :class:`NotebookFigure`: a cell ending in ``fig`` or ``display(fig)``
+    shows it once.
+    """
     sns.set_theme(style="ticks", context="paper")
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
-                             layout="constrained", squeeze=False)
+    fig = NotebookFigure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes if nrows * ncols > 1 else axes[0, 0]
 
 
@@ -65,7 +92,7 @@ def plot_noise_absorption(result: Any) -> Figure:
     """
     fig, ax = new_figure(width=4.6)
     eigenvalues = result.eigenvalues.clamp_min(torch.finfo(result.eigenvalues.dtype).tiny)
-    colours = plt.get_cmap("viridis")(
+    colours = matplotlib.colormaps["viridis"](
         ((eigenvalues.log() - eigenvalues.log().min())
          / (eigenvalues.log().max() - eigenvalues.log().min()).clamp_min(1e-12)).cpu().numpy())
     positive = result.times > 0
@@ -74,8 +101,8 @@ def plot_noise_absorption(result: Any) -> Figure:
         ax.plot(scaled_time, result.absorbed[positive, i].cpu().numpy(), color=colours[i], lw=0.8)
     ax.set(xscale="log", xlabel="ηt", ylabel="fraction of noise fitted",
            title="noise absorbed per NTK eigendirection")
-    mappable = plt.cm.ScalarMappable(
-        cmap="viridis", norm=plt.Normalize(float(eigenvalues.log10().min()),
+    mappable = ScalarMappable(
+        cmap="viridis", norm=Normalize(float(eigenvalues.log10().min()),
                                            float(eigenvalues.log10().max())))
     fig.colorbar(mappable, ax=ax, label="log₁₀ λᵢ(K)")
     return fig
@@ -113,6 +140,28 @@ def plot_gd_step_sizes(results: Sequence[Any], factors: Sequence[float]) -> Figu
     return fig
 
 
+def plot_gd_loss(result: Any, contraction: float, *,
+                 ylim: tuple[float, float] | None = None) -> Figure:
+    """Loss ½‖r_k‖² of linearised gradient descent (log y) under its envelope ρ^{2k}·½‖r_0‖² (R8).
+
+    ``result`` is a :class:`stabnb.theory.kernels.GradientDescentResult`, ``contraction`` its
+    ρ = max_i |1 − ηλ_i(K)|; the x axis spans all ``num_steps`` even when the run stopped early.
+    """
+    fig, ax = new_figure(width=4.6)
+    steps = result.steps.cpu().double()
+    loss = 0.5 * result.residual_norms.cpu().double() ** 2
+    ax.plot(steps.numpy(), loss.numpy(), label=f"η = {result.lr:.3g}")
+    envelope = loss[0] * torch.tensor(contraction, dtype=torch.float64) ** (2 * steps)
+    ax.plot(steps.numpy(), envelope.numpy(), ls="--", color="black",
+            label=f"ρ^2k · loss₀, ρ = {contraction:.4f}")
+    ax.set(yscale="log", xlim=(0, result.num_steps), xlabel="step k", ylabel="loss ½‖r_k‖²",
+           title="linearised gradient descent")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize="small", loc="upper right")
+    return fig
+
+
 def plot_hessian_vs_ntk(comparisons: Sequence[Any]) -> Figure:
     """|λ_max(H) − λ_max(K)/n| / (λ_max(K)/n) against the RMS residual (R8)."""
     fig, ax = new_figure()
@@ -146,6 +195,28 @@ def plot_concentration(checks: dict[str, Any]) -> Figure:
                ylabel="sensitivity ÷ σ²‖J‖₂²", title=label)
         ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize="small")
+    return fig
+
+
+def plot_sensitivity_chain(check: Any, *, ylim: tuple[float, float] | None = None) -> Figure:
+    """The R3 chain for one matrix as bars (log y): Monte Carlo E‖Jξ‖², then its bounds.
+
+    ``check`` is a :class:`stabnb.theory.TypicalSensitivityCheck` with one entry (the first is
+    drawn); ``ylim`` fixes the axis, so bars move when an explorer's slider does.
+    """
+    fig, ax = new_figure(width=4.6)
+    bars = {"Monte Carlo\nE‖Jξ‖²": check.monte_carlo, "σ²‖J‖²_F": check.frobenius,
+            "σ²‖J‖₂² exp(H)": check.entropy_bound, "σ²‖J‖₂² rank": check.rank_bound,
+            "worst case\nσ²d‖J‖₂²": check.worst_case}
+    values = [float(v[0]) for v in bars.values()]
+    ax.bar(range(len(bars)), values, color=["tab:blue", "tab:blue", "black", "grey", "tab:red"])
+    ax.errorbar([0], values[:1], yerr=[3 * float(check.monte_carlo_se[0])], color="white",
+                capsize=3, lw=1)
+    ax.set_xticks(range(len(bars)), list(bars), fontsize="x-small")
+    ax.set(yscale="log", ylabel="E‖output change‖²",
+           title=f"σ = {check.sigma:.3g}: typical vs worst-case sensitivity")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     return fig
 
 
@@ -235,6 +306,31 @@ def plot_operator_spectra(spectra: dict[str, Any], *, title: str) -> Figure:
                 label=f"{label} (top {float(values[0]):.3g})")
     ax.set(xscale="log", yscale="log", xlabel="index i", ylabel="value ÷ largest", title=title)
     ax.legend(fontsize="small")
+    return fig
+
+
+def plot_attribution_maps(views: dict[str, Any], *,
+                          image_shape: tuple[int, int] | None = None) -> Figure:
+    """Attribution at x and at x + rε side by side, one row a model (R5 explorer).
+
+    ``views`` maps a label to a :class:`stabnb.widgets.NoisyAttribution`; maps are summed over
+    channels and drawn on one symmetric colour scale per row (that of the clean map), so a
+    change of sign or place shows as a change of colour.
+    """
+    fig, axes = new_figure(ncols=2, nrows=len(views), width=2.6, height=2.6)
+    for (label, view), row in zip(views.items(), axes):
+        clean, noisy = (m.detach().double().cpu() for m in (view.clean, view.noisy))
+        if image_shape is not None:
+            clean, noisy = clean.reshape(image_shape), noisy.reshape(image_shape)
+        elif clean.dim() == 3:
+            clean, noisy = clean.sum(dim=0), noisy.sum(dim=0)
+        scale = float(clean.abs().max()) or 1.0
+        for ax, values, name in zip(row, (clean, noisy), ("a(x)", f"a(x + rε), r = {view.radius:.3g}")):
+            ax.imshow(values.reshape(-1, values.shape[-1]).numpy(), cmap="RdBu_r", vmin=-scale,
+                      vmax=scale)
+            ax.set(xticks=[], yticks=[], title=name)
+        row[0].set_ylabel(f"{label}\nclass {view.target}")
+        row[1].set_xlabel(f"relative change {view.relative_change:.3f}")
     return fig
 
 

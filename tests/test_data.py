@@ -152,3 +152,32 @@ def test_an_earlier_download_is_found_without_download(tmp_path, monkeypatch):
     _write_fake_cifar100(tmp_path / "torchvision")
     data = load_dataset("cifar100", "train", cache_dir=tmp_path)
     assert len(data) == 20 and "earlier download" in data.source
+
+
+@pytest.mark.parametrize(("env", "argument", "downloads"), [
+    ("1", None, True), ("0", None, False), (None, None, False),
+    ("1", False, False), ("0", True, True), (None, True, True)])
+def test_stabnb_download_switch_and_the_argument_first(tmp_path, monkeypatch, env, argument, downloads):
+    """download= wins over $STABNB_DOWNLOAD; either lets torchvision fill the data root."""
+    import stabnb.data
+
+    for name in ("STABNB_OFFLINE_DATA", "STABNB_DATA_ROOT", "STABNB_DOWNLOAD"):
+        monkeypatch.delenv(name, raising=False)
+    if env is not None:
+        monkeypatch.setenv("STABNB_DOWNLOAD", env)
+    fetched = []
+    monkeypatch.setattr(stabnb.data, "_download",
+                        lambda name, root: fetched.append(root) or _write_fake_cifar100(root))
+    if downloads:
+        data = load_dataset("cifar100", "test", root=tmp_path / "data", download=argument)
+        assert fetched == [tmp_path / "data"] and "torchvision download" in data.source
+    else:
+        with pytest.raises(DataSourceError, match="set STABNB_DOWNLOAD=1"):
+            load_dataset("cifar100", "test", root=tmp_path / "data", download=argument)
+        assert fetched == []
+
+
+def test_a_bad_stabnb_download_value_is_refused(monkeypatch):
+    monkeypatch.setenv("STABNB_DOWNLOAD", "yes")
+    with pytest.raises(ValueError, match="STABNB_DOWNLOAD='yes' must be 1 .download. or 0"):
+        load_dataset("mnist")
