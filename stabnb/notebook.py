@@ -4,7 +4,7 @@ A notebook's first code cell calls :func:`setup` on the values of its ``paramete
 cell; every later cell uses the returned :class:`Notebook`. Claims end the notebook:
 :meth:`Notebook.claim` prints one deterministic verdict line (what nbval compares) and
 :meth:`Notebook.finish` writes every claim, with its numbers, to ``output_path`` as JSON
-(what :mod:`stabnb.runner` collects into the report).
+(what :mod:`stabnb.reproduce` collects into the report).
 """
 
 from __future__ import annotations
