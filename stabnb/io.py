@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "project_root"]
+__all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "load_torch",
+           "project_root"]
 
 
 @contextlib.contextmanager
@@ -64,6 +66,27 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
+
+
+def load_torch(path: str | os.PathLike, *, what: str = "file",
+               map_location: str | torch.device | None = None) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code.
+
+    A pickle that would build any other object (a crafted file runs code when unpickled
+    with ``weights_only=False``) is refused, as is a truncated or corrupt file.
+
+    Raises:
+        ValueError: the file cannot be loaded this way; the message names it and says to
+            delete it and rerun (stabnb rewrites it).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError,
+            AttributeError, TypeError, ImportError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{what} {path} cannot be loaded (corrupt, truncated, or not written by stabnb: "
+            f"{reason[:200]}); delete it and rerun, and stabnb will rebuild it.") from err
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path | None:
