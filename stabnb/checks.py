@@ -63,8 +63,8 @@ def check_pixel_inputs(x: torch.Tensor, name: str = "inputs",
     low, high = pixel_range
     seen_low, seen_high = float(x.min()), float(x.max())
     if seen_low < low or seen_high > high:
-        hint = (" (they look like 0..255 pixels: divide by 255)" if seen_high > 2 * high
-                and seen_high <= 255 and high == 1.0 else "")
+        hint = (" (they look like 0..255 pixels: divide by 255)"
+                if high == 1.0 and 10 < seen_high <= 255 else "")
         raise ValueError(
             f"{name} span [{seen_low:.4g}, {seen_high:.4g}], outside pixel_range="
             f"{tuple(pixel_range)}{hint}; pass raw pixels (stabnb models normalise internally) "

@@ -57,9 +57,21 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike, *, fix: str = "delete it and rerun") -> Any:
+    """Read a JSON file.
+
+    Raises:
+        ValueError: the file is not valid UTF-8 JSON (truncated or edited); the message names
+            it, the place of the error and ``fix``.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg}: line {err.lineno}, column "
+                         f"{err.colno}): it is corrupt or truncated; {fix}.") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON (not UTF-8 text at byte {err.start}): it "
+                         f"is corrupt; {fix}.") from err
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
