@@ -26,13 +26,14 @@ __all__ = ["check_finite", "check_model_finite", "check_pixel_inputs", "check_in
 _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.Dropout)
 
 
-def check_finite(tensor: torch.Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf, naming ``name`` and the count."""
+def check_finite(tensor: torch.Tensor, name: str,
+                 fix: str = "clean or drop those entries before calling") -> None:
+    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf, naming ``name``, the count and ``fix``."""
     bad = ~torch.isfinite(tensor)
     if bool(bad.any()):
         raise ValueError(
             f"{name} contains {int(bad.sum())} non-finite value(s) (NaN/Inf) out of "
-            f"{tensor.numel()}; clean or drop those entries before calling."
+            f"{tensor.numel()}; {fix}."
         )
 
 
@@ -88,13 +89,16 @@ def check_input_shape(model: nn.Module, x: torch.Tensor, name: str = "inputs", *
         fits = len(got) == len(expected) and all(e is None or e == g
                                                  for e, g in zip(expected, got))
     if not fits:
+        single = batched and len(expected) == x.dim() and all(
+            e is None or e == g for e, g in zip(expected, x.shape))
         shown = "(" + ", ".join("*" if e is None else str(e) for e in expected) + \
             ("," if len(expected) == 1 else "") + ")"
         lead = "(n, *" + shown + ")" if batched else shown
         raise ValueError(
             f"{name} have shape {tuple(x.shape)} but {type(model).__name__} takes inputs "
             f"{lead} (input_shape={shown}); reshape them"
-            + (", or add a batch dimension with x.unsqueeze(0)." if batched else "."))
+            + (": this looks like one sample, add a batch dimension with x.unsqueeze(0)."
+               if single else "."))
 
 
 def check_model_finite(model: nn.Module) -> None:

@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 LOSSES = ("cross_entropy", "mse")
+_NONFINITE_MODEL = ("the inputs and weights are finite, so the model itself is not finite there "
+                    "(e.g. a log or sqrt of a negative value, an overflow): fix the model, or "
+                    "use float64")
 
 
 class LinearOperator:
@@ -232,11 +235,11 @@ def input_jacobians(model: nn.Module, inputs: Tensor, *, chunk_size: int | None 
         x = inputs[part]
         out, pullback = vjp(f, x)
         num_classes = _check_logits(out, x.shape[0])
-        check_finite(out, "model outputs (logits) for the input Jacobian")
+        check_finite(out, "model outputs (logits) for the input Jacobian", _NONFINITE_MODEL)
         basis = torch.eye(num_classes, dtype=out.dtype, device=out.device)
         cotangents = basis[:, None, :].expand(num_classes, x.shape[0], num_classes)
         (jac,) = vmap(pullback)(cotangents)                    # (C, b, *input_shape)
-        check_finite(jac, "input Jacobian")
+        check_finite(jac, "input Jacobian", _NONFINITE_MODEL)
         pieces.append(jac.movedim(0, 1))
     return torch.cat(pieces)
 
@@ -288,9 +291,10 @@ def parameter_jacobian(model: nn.Module, inputs: Tensor, *,
     pieces = []
     for part in _chunks(inputs.shape[0], chunk_size):
         jac, logits = jac_fn(params, inputs[part])
-        check_finite(logits, "model outputs (logits) for the parameter Jacobian")
+        check_finite(logits, "model outputs (logits) for the parameter Jacobian",
+                     _NONFINITE_MODEL)
         jac = layout.flatten(jac, lead=2)
-        check_finite(jac, "parameter Jacobian")
+        check_finite(jac, "parameter Jacobian", _NONFINITE_MODEL)
         pieces.append(jac)
     return torch.cat(pieces)
 
