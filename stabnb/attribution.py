@@ -36,7 +36,7 @@ from captum.attr import (
 from captum.metrics import sensitivity_max as captum_sensitivity_max
 from torch import Tensor, nn
 
-from .checks import check_finite, require_eval_mode
+from .checks import check_finite, check_input_shape, check_pixel_inputs, require_eval_mode
 from .io import to_jsonable
 from .rng import resolve_generator
 
@@ -577,19 +577,20 @@ class AttributionStability:
                  seed: int) -> tuple[Tensor, Tensor, torch.Generator]:
         """Check model and inputs; resolve target and generator on the model's device."""
         require_eval_mode(self.model)
-        if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
-            raise ValueError("inputs must be a floating tensor (n, *input_shape); got "
-                             f"{type(inputs).__name__} {getattr(inputs, 'shape', '')}.")
+        check_pixel_inputs(inputs, "inputs", self.pixel_range)
+        if inputs.dim() < 2:
+            raise ValueError(f"inputs must be a batch (n, *input_shape); got shape "
+                             f"{tuple(inputs.shape)}. Add a batch dimension with x.unsqueeze(0).")
+        check_input_shape(self.model, inputs)
         parameter = next(self.model.parameters(), None)
         device = parameter.device if parameter is not None else inputs.device
-        x = inputs.detach().to(device)
-        check_finite(x, "inputs")
-        low, high = self.pixel_range
-        if float(x.min()) < low or float(x.max()) > high:
+        if parameter is not None and parameter.is_floating_point() and \
+                inputs.dtype != parameter.dtype:
             raise ValueError(
-                f"inputs span [{float(x.min()):.4g}, {float(x.max()):.4g}], outside "
-                f"pixel_range={self.pixel_range}; pass raw pixels (stabnb models normalise "
-                "internally) or declare the range with pixel_range=(low, high).")
+                f"inputs are {inputs.dtype} but the model is {parameter.dtype}; cast the inputs "
+                f"with inputs.to({parameter.dtype}) (or the model with "
+                f"model.to({inputs.dtype})).")
+        x = inputs.detach().to(device)
         with torch.no_grad():
             logits = torch.cat([self.model(x[i:i + self.max_batch])
                                 for i in range(0, x.shape[0], self.max_batch)])

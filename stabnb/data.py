@@ -26,6 +26,7 @@ import io
 import os
 import pickle
 import tarfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import project_root, save_torch
+from .io import load_torch, project_root, save_torch
 from .rng import resolve_generator
 
 __all__ = ["DataAvailability", "data_availability", 
@@ -172,13 +173,36 @@ def _mnist_from(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _unpickle(path: Path) -> dict:
+def _torchvision_checksums(name: str) -> dict[str, str]:
+    """File name → md5 of torchvision's CIFAR-10/100 python batches, as torchvision records."""
+    import torchvision
+
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+    return {file_name: md5 for file_name, md5 in
+            [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]}
+
+
+def _unpickle(path: Path, checksums: dict[str, str]) -> dict:
+    """Unpickle a CIFAR batch only once its md5 matches ``checksums`` (unpickling runs code)."""
+    from torchvision.datasets.utils import check_integrity
+
+    expected = checksums.get(path.name)
+    if expected is None or not check_integrity(str(path), expected):
+        raise DataSourceError(
+            f"{path} does not match torchvision's recorded md5 for {path.name} "
+            f"({expected or 'none recorded'}), so it is not the original CIFAR file and stabnb "
+            "will not unpickle it (a pickle can run code). Delete that folder and download it "
+            "again with load_dataset(..., download=True) or torchvision.")
     with path.open("rb") as handle:
         return pickle.load(handle, encoding="latin1")
 
 
 def _torchvision_layout(name: str, split: str, root: Path):
-    """Read ``name/split`` from a torchvision-layout ``root``; None if it is not there."""
+    """Read ``name/split`` from a torchvision-layout ``root``; None if it is not there.
+
+    CIFAR batches are pickles: each is unpickled only after its md5 matches torchvision's
+    recorded one (:func:`_torchvision_checksums`), as torchvision itself requires.
+    """
     if name == "mnist":
         folder = root / "MNIST" / "raw"
         images_name, _ = _mnist_files(split)
@@ -191,16 +215,18 @@ def _torchvision_layout(name: str, split: str, root: Path):
         files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         if not all((folder / f).exists() for f in files):
             return None
-        batches = [_unpickle(folder / f) for f in files]
+        checksums = _torchvision_checksums(name)
+        batches = [_unpickle(folder / f, checksums) for f in files]
         images = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
         labels = np.concatenate([b["labels"] for b in batches])
         return images, labels, CIFAR10_CLASSES
     folder = root / "cifar-100-python"
     if not (folder / split).exists():
         return None
-    batch = _unpickle(folder / split)
-    classes = tuple(_unpickle(folder / "meta")["fine_label_names"]) if (folder / "meta").exists() \
-        else tuple(str(i) for i in range(100))
+    checksums = _torchvision_checksums(name)
+    batch = _unpickle(folder / split, checksums)
+    classes = tuple(_unpickle(folder / "meta", checksums)["fine_label_names"]) \
+        if (folder / "meta").exists() else tuple(str(i) for i in range(100))
     return batch["data"].reshape(-1, 3, 32, 32), np.asarray(batch["fine_labels"]), classes
 
 
@@ -237,6 +263,11 @@ def _verified(offline_root: Path, relative: str) -> tuple[Path, str]:
             expected[file_name.lstrip("*").removeprefix("./")] = digest
     if relative not in expected:
         raise DataSourceError(f"{relative} is not listed in {sums_file}.")
+    if not path.is_file():
+        raise DataSourceError(
+            f"{path} is listed in {sums_file} but missing: the offline copy is incomplete; "
+            "copy the file again from the original source, or use another source.\n"
+            + _options(relative.split("/")[0]))
     actual = _sha256(path)
     if actual != expected[relative]:
         raise DataSourceError(
@@ -278,8 +309,14 @@ def _offline(name: str, split: str, offline_root: Path, cache_dir: Path):
         archive, digest = _verified(offline_root, relative)
         cache = cache_dir / f"cifar10-{split}-{digest[:16]}.pt"
         if cache.exists():
-            cached = torch.load(cache, weights_only=True)
-            return cached["images"].numpy(), cached["labels"].numpy(), CIFAR10_CLASSES
+            try:
+                cached = load_torch(cache, what="data cache")
+                return cached["images"].numpy(), cached["labels"].numpy(), CIFAR10_CLASSES
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                reason = err.__cause__ or err
+                warnings.warn(f"data cache {cache} is corrupt ({type(reason).__name__}: "
+                              f"{str(reason)[:120]}); rebuilding it from {archive}.",
+                              RuntimeWarning, stacklevel=3)
         images, labels = _decode_cifar_jpegs(archive)
         save_torch({"images": torch.from_numpy(images), "labels": torch.from_numpy(labels)}, cache)
         return images, labels, CIFAR10_CLASSES

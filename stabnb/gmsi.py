@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .checks import check_pixel_inputs
 from .io import to_jsonable
 from .operators import (
     LOSSES,
@@ -115,7 +116,8 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
          weights: Mapping[str, float] | None = None, progress: bool | None = None,
          seed: int | None = 0, generator: torch.Generator | None = None,
          chunk_size: int | None = 64, ntk_chunk_size: int | None = None,
-         hessian_tol: float = 1e-3, hessian_num_iters: int | None = None) -> GMSIResult:
+         hessian_tol: float = 1e-3, hessian_num_iters: int | None = None,
+         pixel_range: tuple[float, float] | None = (0.0, 1.0)) -> GMSIResult:
     """Global Matrix Stability Index of ``model`` on ``(inputs, targets)`` (our reconstruction).
 
     Components (module docstring for the formula):
@@ -144,14 +146,18 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
         ntk_chunk_size: chunking of :func:`ntk_gram`. Default: all at once.
         hessian_tol: Lanczos relative residual tolerance. Default: 1e-3.
         hessian_num_iters: Lanczos maximal steps. Default: lanczos's.
+        pixel_range: range every input value must lie in, or None for inputs that are not
+            pixels (:func:`~stabnb.checks.check_pixel_inputs`). Default: ``(0, 1)``.
 
     Returns:
         GMSIResult; ``to_dict()`` includes the settings.
 
     Raises:
-        ValueError: bad choices, train-mode model, non-finite weights/inputs, shape mismatch.
+        ValueError: bad choices, train-mode model, non-finite weights/inputs, integer inputs or
+            values outside ``pixel_range``, shape mismatch.
     """
     weight_map = _check_choices(loss, aggregate, reduce, weights)
+    check_pixel_inputs(inputs, "inputs", pixel_range)
     inputs = _prepare(model, inputs)
     n = inputs.shape[0]
     parts = _chunks(n, chunk_size)
@@ -198,6 +204,7 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
         settings={"loss": loss, "aggregate": aggregate, "reduce": reduce, "sqrt": sqrt,
                   "weights": weight_map, "seed": None if generator is not None else seed,
                   "num_samples": n, "hessian_tol": hessian_tol,
+                  "pixel_range": None if pixel_range is None else list(pixel_range),
                   "dtype": str(inputs.dtype).replace("torch.", ""),
                   "device": str(inputs.device), "definition": "our reconstruction"},
     )

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,8 +21,8 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "project_root",
-           "source_digest", "to_jsonable"]
+__all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "load_torch",
+           "project_root", "source_digest", "to_jsonable"]
 
 
 @contextlib.contextmanager
@@ -88,15 +89,48 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
                + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike, *, fix: str = "delete it and rerun") -> Any:
+    """Read a JSON file.
+
+    Raises:
+        ValueError: the file is not valid UTF-8 JSON (truncated or edited); the message names
+            it, the place of the error and ``fix``.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg}: line {err.lineno}, column "
+                         f"{err.colno}): it is corrupt or truncated; {fix}.") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON (not UTF-8 text at byte {err.start}): it "
+                         f"is corrupt; {fix}.") from err
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
+
+
+def load_torch(path: str | os.PathLike, *, what: str = "file",
+               map_location: str | torch.device | None = None) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers, never code.
+
+    A pickle that would build any other object (a crafted file runs code when unpickled
+    with ``weights_only=False``) is refused, as is a truncated or corrupt file.
+
+    Raises:
+        ValueError: the file cannot be loaded this way; the message names it and says to
+            delete it and rerun (stabnb rewrites it).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError,
+            AttributeError, TypeError, ImportError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{what} {path} cannot be loaded (corrupt, truncated, or not written by stabnb: "
+            f"{reason[:200]}); delete it and rerun, and stabnb will rebuild it.") from err
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path | None:

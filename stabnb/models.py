@@ -2,7 +2,9 @@
 
 Every model takes **pixel** inputs in [0, 1] and normalises them with its own first layer
 (:class:`Normalize`), so input Jacobians, attributions and perturbation radii are all in
-pixel units, whatever normalisation the data set records.
+pixel units, whatever normalisation the data set records. Each records the per-sample
+``input_shape`` it takes (``None`` for a free size), which
+:func:`stabnb.checks.check_input_shape` enforces.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class MLP(nn.Module):
                  activation: str = "relu", mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None):
         super().__init__()
+        self.input_shape: tuple[int | None, ...] = (int(in_features),)   # flattened: any layout
         self.normalize = Normalize(mean, std)
         layers: list[nn.Module] = [nn.Flatten()]
         previous = in_features
@@ -96,6 +99,8 @@ class SmallCNN(nn.Module):
                  activation: str = "relu", mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None):
         super().__init__()
+        self.input_shape: tuple[int | None, ...] = (int(in_channels), int(image_size),
+                                                    int(image_size))
         self.normalize = Normalize(mean, std)
         layers: list[nn.Module] = []
         previous, side = in_channels, image_size
@@ -145,6 +150,7 @@ class ResNet20(nn.Module):
                  activation: str = "relu", mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None):
         super().__init__()
+        self.input_shape: tuple[int | None, ...] = (int(in_channels), None, None)  # any H, W
         self.normalize = Normalize(mean, std)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(width), _activation(activation))

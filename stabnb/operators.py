@@ -15,7 +15,12 @@ Exact batched functions for small outputs: :func:`input_jacobians`,
 :func:`input_jacobian_singular_values`, :func:`parameter_jacobian`, :func:`ntk_gram`.
 
 Operators draw no random numbers, write nothing to ``.grad`` and never flip
-``train()``/``eval()``: a model with BatchNorm or Dropout in training mode is refused. The
+``train()``/``eval()``: a model with BatchNorm or Dropout in training mode, or with a
+BatchNorm that keeps no running statistics, is refused. Inputs follow the one input-domain
+rule of :mod:`stabnb.checks`: integer dtypes are refused (pass ``x.float() / 255``), any
+float values are accepted (the operators are defined off the pixel box too), and a model
+with an ``input_shape`` refuses inputs of another shape. Non-finite logits or Jacobians
+raise ``ValueError`` naming the quantity. The
 per-sample quantities assume that samples do not interact in the forward pass, which eval
 mode guarantees for every model in :mod:`stabnb.models`.
 """
@@ -29,7 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from .checks import check_finite, check_model_finite, require_eval_mode
+from .checks import (
+    check_finite, check_input_shape, check_model_finite, check_pixel_inputs, require_eval_mode,
+)
 from .models import functional
 
 __all__ = [
@@ -39,6 +46,9 @@ __all__ = [
 ]
 
 LOSSES = ("cross_entropy", "mse")
+_NONFINITE_MODEL = ("the inputs and weights are finite, so the model itself is not finite there "
+                    "(e.g. a log or sqrt of a negative value, an overflow): fix the model, or "
+                    "use float64")
 
 
 class LinearOperator:
@@ -144,17 +154,19 @@ def _model_dtype_device(model: nn.Module, inputs: Tensor) -> tuple[torch.dtype, 
 
 def _prepare(model: nn.Module, inputs: Tensor, name: str = "inputs", *,
              batched: bool = True) -> Tensor:
-    """Refuse train mode and non-finite weights/inputs; move inputs to the model's dtype/device."""
+    """Refuse train mode, batch-statistics BatchNorm, non-finite weights, non-pixel inputs
+    (integer dtypes, NaN/Inf; :func:`~stabnb.checks.check_pixel_inputs` with no range) and a
+    wrong input shape; move inputs to the model's dtype/device."""
     require_eval_mode(model)
     check_model_finite(model)
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}.")
+    check_pixel_inputs(inputs, name, pixel_range=None)
     if batched and (inputs.dim() < 2 or inputs.shape[0] == 0):
         raise ValueError(f"{name} must be a non-empty batch (n, *input_shape); got shape "
                          f"{tuple(inputs.shape)}. Add a batch dimension with x.unsqueeze(0).")
+    check_input_shape(model, inputs, name, batched=batched)
     dtype, device = _model_dtype_device(model, inputs)
     inputs = inputs.to(device=device, dtype=dtype)
-    check_finite(inputs, name)
+    check_finite(inputs, name)          # finite before, but a cast to a narrower dtype overflows
     return inputs
 
 
@@ -225,9 +237,11 @@ def input_jacobians(model: nn.Module, inputs: Tensor, *, chunk_size: int | None 
         x = inputs[part]
         out, pullback = vjp(f, x)
         num_classes = _check_logits(out, x.shape[0])
+        check_finite(out, "model outputs (logits) for the input Jacobian", _NONFINITE_MODEL)
         basis = torch.eye(num_classes, dtype=out.dtype, device=out.device)
         cotangents = basis[:, None, :].expand(num_classes, x.shape[0], num_classes)
         (jac,) = vmap(pullback)(cotangents)                    # (C, b, *input_shape)
+        check_finite(jac, "input Jacobian", _NONFINITE_MODEL)
         pieces.append(jac.movedim(0, 1))
     return torch.cat(pieces)
 
@@ -255,8 +269,10 @@ def input_jacobian_singular_values(model: nn.Module, inputs: Tensor, *,
 
 
 def _per_sample_function(f: Callable[[dict[str, Tensor], Tensor], Tensor]):
-    def f_single(params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return f(params, x.unsqueeze(0)).squeeze(0)
+    """``θ ↦ (f(θ, x), f(θ, x))`` for one sample: the output and, as ``jacrev`` aux, the logits."""
+    def f_single(params: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+        out = f(params, x.unsqueeze(0)).squeeze(0)
+        return out, out.detach()
     return f_single
 
 
@@ -274,9 +290,15 @@ def parameter_jacobian(model: nn.Module, inputs: Tensor, *,
     params, f = functional(model)
     layout = _ParamLayout(params)
     _check_logits(f(params, inputs[:1]), 1)
-    jac_fn = vmap(jacrev(_per_sample_function(f)), in_dims=(None, 0))
-    pieces = [layout.flatten(jac_fn(params, inputs[part]), lead=2)
-              for part in _chunks(inputs.shape[0], chunk_size)]
+    jac_fn = vmap(jacrev(_per_sample_function(f), has_aux=True), in_dims=(None, 0))
+    pieces = []
+    for part in _chunks(inputs.shape[0], chunk_size):
+        jac, logits = jac_fn(params, inputs[part])
+        check_finite(logits, "model outputs (logits) for the parameter Jacobian",
+                     _NONFINITE_MODEL)
+        jac = layout.flatten(jac, lead=2)
+        check_finite(jac, "parameter Jacobian", _NONFINITE_MODEL)
+        pieces.append(jac)
     return torch.cat(pieces)
 
 
@@ -451,6 +473,7 @@ def _prepare_targets(loss: str, targets: Tensor, n: int, num_classes: int,
     targets = targets.to(device)
     labels = not targets.is_floating_point()
     if labels:
+        targets = targets.long()           # int32/uint8 labels work like int64 ones
         if targets.shape != (n,):
             raise ValueError(f"integer targets must be labels of shape ({n},); got "
                              f"{tuple(targets.shape)}.")

@@ -363,7 +363,7 @@ def run_cell(config: StudyConfig, data: StudyData, cell: Cell, out_dir: str | os
     out = Path(out_dir)
     record_path = out / "cells" / f"{cell.name}.json"
     if record_path.exists():
-        return read_json(record_path)
+        return read_json(record_path, fix=_CELL_FIX)
     started = time.perf_counter()
     model = _build(config, data, cell)
     regularizer = make_regularizer(cell.regularizer, cell.strength,
@@ -411,7 +411,7 @@ class StudyResult:
         if not path.exists():
             raise FileNotFoundError(f"no per-sample table for cell {cell.name} in {self.out_dir}; "
                                     "is it in the grid and finished?")
-        stored = read_json(path)
+        stored = read_json(path, fix=_CELL_FIX)
         columns = {name: torch.tensor([math.nan if v is None else v for v in values],
                                       dtype=torch.float64)
                    for name, values in stored["columns"].items()}
@@ -428,12 +428,28 @@ def _records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+_CELL_FIX = ("delete that file and rerun run_study: the cell is recomputed (training resumes "
+             "from its checkpoint)")
+
+
+def _read_config(out: Path) -> dict[str, Any]:
+    """``out/config.json`` (fingerprint and config), refused with the fix if unreadable."""
+    path = out / "config.json"
+    fix = (f"delete the study folder {out} and rerun run_study (its cells are recomputed), or "
+           "restore the file")
+    stored = read_json(path, fix=fix)
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise ValueError(f"{path} holds no study config (no 'config' object): it is corrupt or "
+                         f"not written by stabnb; {fix}.")
+    return stored
+
+
 def _claim_folder(config: StudyConfig, out: Path) -> None:
     """Write ``config.json``, or refuse a folder that holds another config's results."""
     stored_path = out / "config.json"
     mine = {"fingerprint": config.fingerprint(), "config": config.to_dict()}
     if stored_path.exists():
-        stored = read_json(stored_path)
+        stored = _read_config(out)
         if stored.get("fingerprint") != mine["fingerprint"]:
             theirs = stored.get("config", {})
             differ = sorted(k for k in set(theirs) | set(mine["config"])
@@ -504,7 +520,8 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = 
 
 
 def _write_table(cells: Sequence[Cell], out: Path) -> pd.DataFrame:
-    records = [read_json(p) for c in cells if (p := out / "cells" / f"{c.name}.json").exists()]
+    records = [read_json(p, fix=_CELL_FIX) for c in cells
+               if (p := out / "cells" / f"{c.name}.json").exists()]
     frame = _records_frame(records)
     write_text(out / "results.csv", frame.to_csv(index=False))
     return frame
@@ -528,6 +545,6 @@ def load_study(out_dir: str | os.PathLike) -> StudyResult:
     out = Path(out_dir)
     if not (out / "config.json").exists():
         raise FileNotFoundError(f"{out} holds no study (config.json is missing); run_study first.")
-    config = StudyConfig.from_dict(read_json(out / "config.json")["config"])
+    config = StudyConfig.from_dict(_read_config(out)["config"])
     return StudyResult(config, out, _write_table(study_cells(config), out))
 

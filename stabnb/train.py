@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_finite, resolve_device
-from .io import save_torch
+from .io import load_torch, save_torch
 from .progress import progress
 from .regularizers import shared_forward_inputs
 
@@ -154,7 +154,8 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: T
 
     Args:
         model: the network; it is moved to ``cfg.device``.
-        train_x, train_y: inputs (pixel units for stabnb models) and int64 labels.
+        train_x, train_y: inputs (pixel units for stabnb models) and integer labels (cast to
+            int64).
         cfg: the :class:`TrainConfig`.
         regularizer: ``reg(model, x, y) -> scalar`` added to the loss. Default: none.
         eval_x, eval_y: held-out data, evaluated after every epoch. Default: none.
@@ -167,6 +168,10 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: T
         raise ValueError(f"train_x has {train_x.shape[0]} samples but train_y has {train_y.shape[0]}.")
     if train_x.is_floating_point():
         check_finite(train_x, "train_x")
+    if train_y.is_floating_point() or train_y.dtype == torch.bool:
+        raise ValueError(f"train_y has dtype {train_y.dtype}; pass integer class labels "
+                         "(n,), e.g. train_y.long().")
+    train_y = train_y.long()               # int32/uint8 labels work like int64 ones
     device = resolve_device(cfg.device)
     model.to(device)
     key = run_key(model, train_x, train_y, cfg, regularizer, device)
@@ -183,7 +188,7 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: T
     history: list[dict[str, float]] = []
     start_epoch, wall_before = 0, 0.0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_torch(checkpoint, what="training checkpoint", map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -1,3 +1,4 @@
+import hashlib
 import pickle
 import shutil
 
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from stabnb import data as data_module
 from stabnb.data import (
     DataSourceError,
     gaussian_mixture,
@@ -74,7 +76,9 @@ def test_bad_names_are_refused():
         load_dataset("mnist", "val")
 
 
-def _write_fake_cifar100(root, n=20):
+def _write_fake_cifar100(root, monkeypatch, n=20):
+    """A small CIFAR-100 in torchvision's on-disk format; its md5s stand in for torchvision's
+    recorded ones (a test-only patch of the private checksum table, not a user option)."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -83,11 +87,13 @@ def _write_fake_cifar100(root, n=20):
                  "fine_labels": list(rng.integers(0, 100, n)), "coarse_labels": [0] * n}
         (folder / split).write_bytes(pickle.dumps(batch))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+    sums = {f: hashlib.md5((folder / f).read_bytes()).hexdigest() for f in ("train", "test", "meta")}
+    monkeypatch.setattr(data_module, "_torchvision_checksums", lambda name: sums)
     return batch
 
 
-def test_cifar100_reads_torchvision_layout(tmp_path):
-    batch = _write_fake_cifar100(tmp_path)
+def test_cifar100_reads_torchvision_layout(tmp_path, monkeypatch):
+    batch = _write_fake_cifar100(tmp_path, monkeypatch)
     data = load_dataset("cifar100", "test", root=tmp_path)
     assert len(data) == 20 and data.num_classes == 100 and data.classes[3] == "c3"
     assert torch.equal(data.images[0], torch.from_numpy(batch["data"][0].reshape(3, 32, 32)))
@@ -149,7 +155,7 @@ def test_an_earlier_download_is_found_without_download(tmp_path, monkeypatch):
     """download=True without a root writes to <cache>/torchvision; later loads look there."""
     monkeypatch.delenv("STABNB_OFFLINE_DATA", raising=False)
     monkeypatch.delenv("STABNB_DATA_ROOT", raising=False)
-    _write_fake_cifar100(tmp_path / "torchvision")
+    _write_fake_cifar100(tmp_path / "torchvision", monkeypatch)
     data = load_dataset("cifar100", "train", cache_dir=tmp_path)
     assert len(data) == 20 and "earlier download" in data.source
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stabnb.models import MLP
-from stabnb.operators import DenseOperator, LossHessian, ParamJacobian
+from stabnb.operators import DenseOperator, LossHessian, NTKGram, ParamJacobian
 from stabnb.spectra import (
     full_spectrum,
     hutchinson_trace,
@@ -62,6 +62,57 @@ def test_lanczos_smallest_and_repeated():
     identity = lanczos(torch.eye(10, dtype=DT), 3)
     assert identity.converged
     torch.testing.assert_close(identity.values, torch.ones(3, dtype=DT))
+
+
+def linear_model_operators():
+    """``nn.Linear(d, C)`` operators with exact C-fold eigenvalues.
+
+    MSE Hessian ``I_C ⊗ X̃ᵀX̃/n`` (X̃ = [X, 1], p = C(d+1)) and block NTK ``X̃X̃ᵀ ⊗ I_C``.
+    """
+    g = torch.Generator().manual_seed(3)
+    model = torch.nn.Linear(40, 3).to(DT).eval()
+    x = torch.randn(60, 40, dtype=DT, generator=g)
+    hessian = LossHessian(model, x, torch.randn(60, 3, dtype=DT, generator=g), loss="mse")
+    return {"mse hessian": hessian, "block ntk": NTKGram(model, x[:45], block=True)}
+
+
+def multiplicity_cases():
+    triple_top = torch.cat([torch.full((3,), 10.0, dtype=DT), torch.linspace(5, 0.1, 197,
+                                                                             dtype=DT)])
+    triple_zero = torch.cat([torch.zeros(3, dtype=DT), torch.linspace(1, 5, 197, dtype=DT)])
+    cases = [("triple top", known_spectrum(triple_top, 1), "largest"),
+             ("triple zero", known_spectrum(triple_zero, 1), "smallest")]
+    cases += [(name, op, "largest") for name, op in linear_model_operators().items()]
+    return cases
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-10])
+@pytest.mark.parametrize("name, A, which", multiplicity_cases(),
+                         ids=[case[0] for case in multiplicity_cases()])
+def test_lanczos_finds_every_copy_of_repeated_eigenvalues(name, A, which, tol):
+    dense = A.to_dense() if isinstance(A, DenseOperator | LossHessian | NTKGram) else A
+    exact = torch.linalg.eigvalsh((dense + dense.T) / 2)
+    k = 5
+    expected = exact[-k:].flip(0) if which == "largest" else exact[:k]
+    res = lanczos(A, k, tol=tol, which=which, num_iters=A.shape[0])
+    assert res.converged, name
+    norm = float(exact.abs().max())
+    torch.testing.assert_close(res.values, expected, rtol=0, atol=2 * tol * norm)
+    true_residuals = torch.linalg.vector_norm(A @ res.vectors - res.vectors * res.values, dim=0)
+    assert bool((true_residuals <= tol * norm * (1 + 1e-6)).all()), name
+    assert bool((true_residuals <= res.residuals * 10 + 1e-12 * norm).all()), name
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-10])
+def test_top_singular_values_finds_repeated_singular_values(tol):
+    """The parameter Jacobian of ``nn.Linear(d, C)`` is ``X̃ ⊗ I_C``: C-fold singular values."""
+    g = torch.Generator().manual_seed(4)
+    model = torch.nn.Linear(40, 3).to(DT).eval()
+    J = ParamJacobian(model, torch.randn(45, 40, dtype=DT, generator=g))
+    exact = torch.linalg.svdvals(J.to_dense())
+    res = top_singular_values(J, 5, tol=tol, num_iters=J.shape[1])
+    assert res.converged
+    torch.testing.assert_close(res.values, exact[:5], rtol=0, atol=2 * tol * float(exact[0]))
 
 
 def test_lanczos_on_hessian(hessian_case):

@@ -150,7 +150,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if path.exists():
         try:
             manifest = read_json(path)
-        except json.JSONDecodeError:
+        except ValueError:
             manifest = {}  # unreadable: every notebook reruns and it is rewritten
         if manifest.get("version") == MANIFEST_VERSION:
             return manifest

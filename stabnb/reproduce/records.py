@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,8 +96,8 @@ def read_claims(path: Path) -> tuple[tuple[dict[str, Any], ...], str]:
     if not path.exists():
         return (), "wrote no claims file (no nb.finish() with output_path)"
     try:
-        data = read_json(path)
-    except json.JSONDecodeError as err:
-        return (), f"claims file {path} is not valid JSON ({err}); rerun with --force"
+        data = read_json(path, fix="rerun with --force")
+    except ValueError as err:
+        return (), str(err)
     skipped = data.get("skipped")
     return tuple(data.get("claims", [])), f"skipped by the notebook: {skipped}" if skipped else ""
