@@ -173,7 +173,7 @@ def test_stabnb_download_switch_and_the_argument_first(tmp_path, monkeypatch, en
         monkeypatch.setenv("STABNB_DOWNLOAD", env)
     fetched = []
     monkeypatch.setattr(stabnb.data, "_download",
-                        lambda name, root: fetched.append(root) or _write_fake_cifar100(root))
+                        lambda name, root: fetched.append(root) or _write_fake_cifar100(root, monkeypatch))
     if downloads:
         data = load_dataset("cifar100", "test", root=tmp_path / "data", download=argument)
         assert fetched == [tmp_path / "data"] and "torchvision download" in data.source
