@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .regularizers import BASELINE
-from .stats import Interval, seed_interval
+from .stats import Interval, paired_bootstrap, seed_interval
 
 __all__ = [
     "KEYS", "records_frame", "summary_table", "relative_change_table", "format_table",
@@ -200,10 +201,16 @@ class DecisionRule:
     confidence: float = 0.95
 
     def describe(self) -> str:
-        return (f"substantial = reduction ≥ {self.min_improvement:.0%} in mean over seeds with "
-                f"its {self.confidence:.0%} CI excluding 0, at ≤ {100 * self.max_accuracy_drop:g} "
+        return (f"substantial = reduction ≥ {self.min_improvement:.0%} with its "
+                f"{self.confidence:.0%} interval excluding 0, at ≤ {100 * self.max_accuracy_drop:g} "
                 f"point accuracy cost; 'little' = |relative change| ≤ "
                 f"{self.max_summary_change:.0%}")
+
+    def bonferroni(self, num_tests: int) -> DecisionRule:
+        """The same rule at confidence ``1 − (1 − c)/num_tests``: for "any of ``num_tests``"."""
+        if num_tests < 1:
+            raise ValueError(f"num_tests={num_tests} must be at least 1.")
+        return replace(self, confidence=1 - (1 - self.confidence) / num_tests)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -250,12 +257,18 @@ def _judge(improvement: Interval, rule: DecisionRule) -> bool | None:
 
 def regularizer_effects(records: pd.DataFrame | Iterable[Mapping[str, Any]], *,
                         metric: str, summaries: Sequence[str] = (), accuracy: str = "accuracy",
-                        rule: DecisionRule = DecisionRule()) -> list[RegularizerEffect]:
+                        rule: DecisionRule = DecisionRule(), samples: pd.DataFrame | None = None,
+                        num_resamples: int = 2000, seed: int = 0) -> list[RegularizerEffect]:
     """Each model × regulariser at its modest λ: improvement in ``metric``, accuracy cost,
     and the relative change of each of ``summaries`` (GMSI, mean entropy, ...).
 
     A regulariser with no modest λ in the grid gets ``strength=None`` and ``passed=False``
     (it cannot improve stability *modestly*).
+
+    The improvement's interval: with per-image ``samples``, a two-level bootstrap over seeds and
+    probe images, paired by seed and image (:func:`stabnb.stats.paired_bootstrap` of
+    ``1 − mean(v)/mean(v₀)``) — what a replication redrawing both would see; without, a t-interval
+    over the per-seed relative changes (seeds only).
 
     Args:
         records: study records (several seeds per cell for an interval).
@@ -263,6 +276,9 @@ def regularizer_effects(records: pd.DataFrame | Iterable[Mapping[str, Any]], *,
         summaries: global-summary columns whose change is reported.
         accuracy: the clean-accuracy column (a fraction). Default: ``"accuracy"``.
         rule: the :class:`DecisionRule`.
+        samples: per-image values: the :data:`KEYS`, ``seed``, ``image`` and ``metric`` columns
+            (:func:`stabnb.study.load_study` gives them). Default: None (seed intervals).
+        num_resamples, seed: of the bootstrap. Default: 2000, 0.
     """
     frame = records_frame(records, (metric, accuracy, *summaries))
     strengths = modest_strengths(frame, accuracy=accuracy, max_accuracy_drop=rule.max_accuracy_drop)
@@ -281,13 +297,36 @@ def regularizer_effects(records: pd.DataFrame | Iterable[Mapping[str, Any]], *,
             values = (joined["_value"] - joined["_base"]) if absolute else joined["_change"]
             return seed_interval((scale * values).tolist(), confidence=rule.confidence)
 
-        reduction = change(metric, as_instability=True, scale=-1.0)
+        reduction = (change(metric, as_instability=True, scale=-1.0) if samples is None else
+                     _bootstrap_reduction(samples, model, name, strength, metric, rule,
+                                          num_resamples, seed))
         accuracy_change = change(accuracy, absolute=True, scale=100.0)
         summary_changes = {s: change(s) for s in summaries}
         effects.append(RegularizerEffect(model, name, strength, metric, reduction,
                                          accuracy_change, summary_changes,
                                          _judge(reduction, rule)))
     return effects
+
+
+def _bootstrap_reduction(samples: pd.DataFrame, model: str, name: str, strength: float,
+                         metric: str, rule: DecisionRule, num_resamples: int,
+                         seed: int) -> Interval:
+    """``1 − mean(v)/mean(v₀)`` of the per-image instability, bootstrapped over seeds × images."""
+    missing = [c for c in (*KEYS, "seed", "image", metric) if c not in samples.columns]
+    if missing:
+        raise ValueError(f"samples lack column(s) {missing}; they have {sorted(samples.columns)}.")
+    mine = samples[samples["model"] == model].assign(_value=lambda f: instability(f, metric))
+    base = mine[mine["regularizer"] == BASELINE]
+    reg = mine[(mine["regularizer"] == name) & (mine["strength"] == strength)]
+    joined = base.merge(reg, on=["seed", "image"], suffixes=("_base", "_reg"))
+    joined = joined[np.isfinite(joined["_value_base"]) & np.isfinite(joined["_value_reg"])]
+    groups = [(g["_value_base"].to_numpy(), g["_value_reg"].to_numpy())
+              for _, g in joined.groupby("seed", sort=True)]
+    if not groups:
+        raise ValueError(f"no per-image {metric!r} pairs for {model}/{name} λ={strength:g} and its "
+                         "baseline; were the samples written by the same study?")
+    return paired_bootstrap(groups, lambda b, r: 1.0 - r.mean() / b.mean(),
+                            num_resamples=num_resamples, confidence=rule.confidence, seed=seed)
 
 
 def effects_table(effects: Sequence[RegularizerEffect]) -> pd.DataFrame:

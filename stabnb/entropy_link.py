@@ -24,7 +24,7 @@ from .io import to_jsonable
 from .operators import input_jacobian_singular_values
 from .summaries import effective_rank, spectral_entropy, stable_rank
 
-__all__ = ["EntropyBound", "entropy_bound", 
+__all__ = [
     "EntropyLinkTable", "per_sample_table", "Envelope", "envelope", "RankCorrelation",
     "rank_correlation", "finite_pairs",
 ]
@@ -232,43 +232,3 @@ def rank_correlation(table: EntropyLinkTable, x: str = "spectral_entropy",
     rho = float(correlations[0])
     p_value = (1 + int((correlations[1:].abs() >= abs(rho)).sum())) / (1 + num_permutations)
     return RankCorrelation(rho, p_value, n, dropped, x, y, num_permutations, seed)
-
-
-@dataclass(frozen=True)
-class EntropyBound:
-    """Envelope against ordering for one per-sample table.
-
-    Attributes:
-        rho: Spearman ρ between entropy and instability over samples (the ordering).
-        envelope_rho: Spearman ρ between bin order and the per-bin maximum (the envelope's
-            trend).
-        envelope_ratio: per-bin maximum in the highest-entropy bin over the lowest one.
-        num_bins: bins after tie merging; n: samples used.
-    """
-
-    rho: float
-    envelope_rho: float
-    envelope_ratio: float
-    num_bins: int
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def entropy_bound(table: EntropyLinkTable, *, x: str = "spectral_entropy",
-                  y: str = "relative_l2", num_bins: int = 8) -> EntropyBound:
-    """Per-sample ρ(x, y) and the trend of the envelope ``max{y : x ∈ bin}`` over ``num_bins``
-    equal-count bins of ``x`` (:func:`stabnb.entropy_link.envelope`)."""
-    bound = envelope(table, x, y, num_bins=num_bins)
-    rho = rank_correlation(table, x, y, num_permutations=1).rho
-    maxima = bound.maximum.to(torch.float64)
-    if maxima.numel() < 3:
-        raise ValueError(f"only {maxima.numel()} entropy bins after merging ties; a trend needs "
-                         "at least 3 (more samples, or fewer ties in the entropy).")
-    order = torch.arange(maxima.numel(), dtype=torch.float64)
-    ro, rm = average_ranks(order), average_ranks(maxima)
-    ro, rm = ro - ro.mean(), rm - rm.mean()
-    envelope_rho = float(ro @ rm / (ro.norm() * rm.norm())) if rm.norm() > 0 else 0.0
-    n = int(bound.count.sum())
-    return EntropyBound(rho, envelope_rho, float(maxima[-1] / maxima[0]), maxima.numel(), n)

@@ -1,12 +1,17 @@
 """Global Matrix Stability Index (GMSI): the four operator gains of a model on a sample set.
 
 The paper names the GMSI but its exact formula is not available to us; this is **our
-reconstruction** (``docs/reconstruction.md``), with every ambiguous choice selectable. Default:
+reconstruction** (``docs/reconstruction.md``, "GMSI"), with every ambiguous choice selectable.
+Default (``definition="size_free"``):
 
-    GMSI = max{ sup_x ‖J_f(x)‖₂, sup_x ‖∇_θ f(x)‖₂, λ_max(K)^{1/2}, λ_max(H)^{1/2} }
+    GMSI = max{ sup_x ‖J_f(x)‖₂, sup_x ‖∇_θ f(x)‖₂, (λ_max(K)/n)^{1/2}, λ_max(H)^{1/2} }
 
-over the sample set X, with K the n×n trace-contracted empirical NTK and H the Hessian of the
-mean loss on (X, y). Alternatives: ``aggregate="sum"`` or ``"weighted_sum"``, ``reduce="mean"``
+over the sample set X of n points, with K the n×n trace-contracted empirical NTK and H the
+Hessian of the mean loss on (X, y). Every component is size-free: K/n is the mean-loss
+Gauss–Newton scale (the nonzero spectrum of ``J_θᵀJ_θ/n``, R8), whose top eigenvalue converges
+as n grows, where ``λ_max(K)`` itself grows like n. ``definition="v0"`` keeps the first
+definition, ``λ_max(K)^{1/2}`` unnormalised (it equals the GMSI in every quick-profile study
+cell of the first reproduction and grows like √n), for results made with it. Alternatives: ``aggregate="sum"`` or ``"weighted_sum"``, ``reduce="mean"``
 (mean over x instead of sup for the two per-sample gains), ``sqrt=False`` (λ_max(K) and
 λ_max(H) without the square roots). The NTK conditioning ``λ_max(K)/λ_min(K)`` is reported too.
 """
@@ -35,9 +40,10 @@ from .operators import (
 from .progress import progress as progress_bar
 from .spectra import lanczos
 
-__all__ = ["COMPONENTS", "AGGREGATES", "REDUCTIONS", "GMSIResult", "gmsi"]
+__all__ = ["COMPONENTS", "DEFINITIONS", "AGGREGATES", "REDUCTIONS", "GMSIResult", "gmsi"]
 
 COMPONENTS = ("input_jacobian", "param_jacobian", "ntk", "hessian")
+DEFINITIONS = ("size_free", "v0")
 AGGREGATES = ("max", "sum", "weighted_sum")
 REDUCTIONS = ("sup", "mean")
 
@@ -86,8 +92,11 @@ class GMSIResult:
         }
 
 
-def _check_choices(loss: str, aggregate: str, reduce: str,
-                   weights: Mapping[str, float] | None) -> dict[str, float] | None:
+def _check_choices(loss: str, aggregate: str, reduce: str, weights: Mapping[str, float] | None,
+                   definition: str) -> dict[str, float] | None:
+    if definition not in DEFINITIONS:
+        raise ValueError(f"definition={definition!r} is unknown; choose one of {DEFINITIONS} "
+                         "('v0' is the first, unnormalised NTK term).")
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is unknown; choose one of {LOSSES}.")
     if aggregate not in AGGREGATES:
@@ -113,6 +122,7 @@ def _check_choices(loss: str, aggregate: str, reduce: str,
 
 def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cross_entropy",
          aggregate: str = "max", reduce: str = "sup", sqrt: bool = True,
+         definition: str = "size_free",
          weights: Mapping[str, float] | None = None, progress: bool | None = None,
          seed: int | None = 0, generator: torch.Generator | None = None,
          chunk_size: int | None = 64, ntk_chunk_size: int | None = None,
@@ -126,7 +136,8 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
       (:func:`~stabnb.operators.input_jacobian_singular_values`);
     - ``param_jacobian``: sup (or mean) of ``‖∇_θ f(x)‖₂ = λ_max(J_i J_iᵀ)^{1/2}``, the per-sample
       C×C NTK block (R4), exact;
-    - ``ntk``: ``λ_max(K)^{1/2}`` of the exact n×n NTK (:func:`~stabnb.operators.ntk_gram`);
+    - ``ntk``: ``(λ_max(K)/n)^{1/2}`` of the exact n×n NTK (:func:`~stabnb.operators.ntk_gram`),
+      ``λ_max(K)^{1/2}`` with ``definition="v0"``;
     - ``hessian``: ``max(λ_max(H), 0)^{1/2}`` of the mean-loss Hessian, by Lanczos on HVPs.
 
     Cost: per-sample Jacobians twice (blocks, then K; memory ``chunk_size·C·p`` and
@@ -139,6 +150,8 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
         aggregate: ``"max"``, ``"sum"`` or ``"weighted_sum"`` of the components. Default: "max".
         reduce: ``"sup"`` or ``"mean"`` over samples for the per-sample gains. Default: "sup".
         sqrt: take ``λ^{1/2}`` for the NTK and Hessian components. Default: True.
+        definition: ``"size_free"`` (NTK term λ_max(K)/n) or ``"v0"`` (λ_max(K), the first
+            definition, kept for earlier results). Default: ``"size_free"``.
         weights: component → weight for ``"weighted_sum"`` (missing components weigh 0).
         progress: show a bar over the samples. Default: ``STABNB_PROGRESS``.
         seed, generator: start vector of the Hessian Lanczos run.
@@ -156,7 +169,7 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
         ValueError: bad choices, train-mode model, non-finite weights/inputs, integer inputs or
             values outside ``pixel_range``, shape mismatch.
     """
-    weight_map = _check_choices(loss, aggregate, reduce, weights)
+    weight_map = _check_choices(loss, aggregate, reduce, weights, definition)
     check_pixel_inputs(inputs, "inputs", pixel_range)
     inputs = _prepare(model, inputs)
     n = inputs.shape[0]
@@ -185,7 +198,7 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
     components = {
         "input_jacobian": reduced(input_norms_t),
         "param_jacobian": reduced(param_norms_t),
-        "ntk": root(ntk_max),
+        "ntk": root(ntk_max / n if definition == "size_free" else ntk_max),
         "hessian": root(hess_max),
     }
     if aggregate == "max":
@@ -206,5 +219,6 @@ def gmsi(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss: str = "cros
                   "num_samples": n, "hessian_tol": hessian_tol,
                   "pixel_range": None if pixel_range is None else list(pixel_range),
                   "dtype": str(inputs.dtype).replace("torch.", ""),
-                  "device": str(inputs.device), "definition": "our reconstruction"},
+                  "device": str(inputs.device), "definition": definition,
+                  "reconstructed": True},
     )

@@ -37,13 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BASELINE", 
+__all__ = ["BASELINE", "SPECTRAL_PENALTIES", 
     "REGULARIZERS", "JacobianSpectralPenalty", "JacobianFrobeniusPenalty", "WeightSpectralPenalty",
     "InputCurvaturePenalty", "make_regularizer", "shared_forward_inputs",
 ]
 
 BASELINE = "none"
 """The name of the unregularised baseline in every study grid."""
+SPECTRAL_PENALTIES = ("jacobian_spectral", "jacobian_frobenius", "weight_spectral")
+"""The spectral regularisers (a)–(c) of ``docs/reconstruction.md``: the paper's claim is about these;
+``input_curvature`` (d) is our extension, not a spectral penalty."""
 REGULARIZERS = (BASELINE, "jacobian_spectral", "jacobian_frobenius", "weight_spectral",
                 "input_curvature")
 

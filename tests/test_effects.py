@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from stabnb.claims import attribution_claim, entropy_bound_claim, summaries_claim
+from stabnb.claims import attribution_claims, entropy_envelope_claims, summaries_claim
 from stabnb.data import data_availability
 from stabnb.effects import (
     DecisionRule,
@@ -21,7 +22,7 @@ from stabnb.effects import (
     relative_change_table,
     summary_table,
 )
-from stabnb.entropy_link import EntropyBound, EntropyLinkTable, entropy_bound
+from stabnb.entropy_link import EntropyLinkTable
 from stabnb.stats import Interval, seed_interval
 
 # Student-t 0.975 quantiles from standard tables.
@@ -123,16 +124,20 @@ def test_decision_rule(effect, noise, expected):
     assert e.strength == 0.1 and e.passed is expected
     assert e.improvement.mean == pytest.approx(effect, abs=1e-9)
     assert e.accuracy_change.mean == pytest.approx(-0.2)
-    claim = attribution_claim(effects, model="mlp")
-    assert claim.passed is expected and claim.name == "attribution_improves[mlp]"
-    assert "reg +" in claim.summary
+    claim, any_spectral = attribution_claims(effects, effects, model="mlp", spectral=("reg",))
+    assert claim.passed is expected and claim.name == "attribution_improves[mlp/reg]"
+    assert "reduction +" in claim.summary and "spectral penalty" in claim.statement
+    assert any_spectral.name == "attribution_improves[mlp/any spectral]"
+    assert any_spectral.passed is expected
     assert effects_table(effects).shape[0] == 1
 
 
 def test_no_modest_strength_fails_the_regulariser():
     (e,) = regularizer_effects(_records(acc_drop=0.03), metric="sal.relative_l2")
     assert e.strength is None and e.passed is False
-    assert attribution_claim([e], model="mlp").passed is False
+    claim, _ = attribution_claims([e], [e], model="mlp")
+    assert claim.passed is False and "no modest λ" in claim.summary
+    assert "our extension" in claim.statement
     assert summaries_claim([e], model="mlp").passed is None
 
 
@@ -142,7 +147,7 @@ def test_summaries_claim():
     tight = DecisionRule(max_summary_change=0.01)
     assert summaries_claim(effects, model="mlp", rule=tight).passed is False
     with pytest.raises(ValueError, match="no effect for model"):
-        attribution_claim(effects, model="cnn")
+        attribution_claims(effects, effects, model="cnn")
 
 
 def _table(entropy, instability_values):
@@ -151,29 +156,66 @@ def _table(entropy, instability_values):
                             {})
 
 
-def test_entropy_bound_envelope_without_ordering():
+def _envelope_tables(direction: float, seeds: int = 3, n: int = 150):
+    tables = {}
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        h = torch.rand(n, generator=g, dtype=torch.float64)
+        # instability filling the region under a line in h: a moving envelope, a loose ordering
+        top = h if direction > 0 else 1 - h
+        y = top * torch.rand(n, generator=g, dtype=torch.float64) ** 4
+        tables[seed] = _table(h.tolist(), y.tolist())
+    return tables
+
+
+def test_entropy_envelope_claims_judge_the_predicted_direction():
+    rising = entropy_envelope_claims(_envelope_tables(+1), label="mnist", num_resamples=200)
+    envelope, ordering = rising
+    assert envelope.name == "E5_envelope[mnist]" and envelope.passed is True
+    assert envelope.numbers["slope"].lo > 0
+    assert ordering.passed is True and abs(ordering.numbers["rho"].mean) < 0.5
+    falling = entropy_envelope_claims(_envelope_tables(-1), label="mnist", num_resamples=200)
+    assert falling[0].passed is False                      # the envelope falls: not as predicted
+    assert entropy_envelope_claims(_envelope_tables(-1), label="mnist", predicted="falling",
+                                   num_resamples=200)[0].passed is True
+    with pytest.raises(ValueError, match="predicted='up'"):
+        entropy_envelope_claims(_envelope_tables(1), label="m", predicted="up")
+
+
+def test_rigid_ordering_is_not_reproduced():
     g = torch.Generator().manual_seed(0)
-    h = torch.rand(400, generator=g, dtype=torch.float64)
-    # instability ≤ h, filling the region below the line: envelope rises, ordering is loose.
-    y = h * torch.rand(400, generator=g, dtype=torch.float64) ** 4
-    bound = entropy_bound(_table(h.tolist(), y.tolist()), num_bins=8)
-    assert bound.envelope_rho > 0.9 and abs(bound.rho) < 0.5 and bound.num_bins == 8
-    assert bound.envelope_ratio > 3
-    claim = entropy_bound_claim([bound, bound], label="mnist")
-    assert claim.passed is True and claim.name == "entropy_envelope[mnist]"
-    seeds = [EntropyBound(0.3, 0.9, 4.0, 8, 400), EntropyBound(0.35, 0.95, 5.0, 8, 400),
-             EntropyBound(0.25, 0.85, 3.0, 8, 400)]
-    assert entropy_bound_claim(seeds, label="mnist").passed is True
-    rigid = [EntropyBound(0.9, 0.95, 4.0, 8, 400), EntropyBound(0.92, 0.97, 4.0, 8, 400)]
-    assert entropy_bound_claim(rigid, label="mnist").passed is False
-    assert entropy_bound_claim(seeds[:1], label="mnist").passed is None
-    with pytest.raises(ValueError, match="no EntropyBound"):
-        entropy_bound_claim([], label="mnist")
+    h = torch.rand(200, generator=g, dtype=torch.float64)
+    tables = {0: _table(h.tolist(), (h + 0.01 * torch.rand(200, generator=g,
+                                                            dtype=torch.float64)).tolist())}
+    _, ordering = entropy_envelope_claims(tables, label="m", num_resamples=200)
+    assert ordering.passed is False
 
 
-def test_entropy_bound_needs_three_bins():
-    with pytest.raises(ValueError, match="at least 3"):
-        entropy_bound(_table([0.0, 0.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.4]), num_bins=4)
+def test_bootstrap_effects_from_per_image_samples():
+    """Two-level bootstrap: the interval widens with between-image spread the seed t-interval
+    never sees, and is centred on the pooled effect."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(3):
+        base = rng.uniform(0.2, 1.0, 64)
+        for name, strength, values in (("none", 0.0, base), ("reg", 0.1, base * 0.5)):
+            rows += [{"model": "mlp", "regularizer": name, "strength": strength, "seed": seed,
+                      "image": i, "sal.relative_l2": v} for i, v in enumerate(values)]
+    samples = pd.DataFrame(rows)
+    (e,) = regularizer_effects(_records(), metric="sal.relative_l2", samples=samples,
+                               num_resamples=500)
+    assert e.improvement.mean == pytest.approx(0.5)
+    assert e.improvement.lo == pytest.approx(0.5) and e.improvement.n == 192  # exact halving
+    with pytest.raises(ValueError, match="samples lack"):
+        regularizer_effects(_records(), metric="sal.relative_l2",
+                            samples=samples.drop(columns="image"))
+
+
+def test_bonferroni_rule():
+    rule = DecisionRule().bonferroni(3)
+    assert rule.confidence == pytest.approx(1 - 0.05 / 3)
+    with pytest.raises(ValueError, match="num_tests=0"):
+        DecisionRule().bonferroni(0)
 
 
 def test_interval_format():

@@ -56,13 +56,16 @@ def test_components_match_dense(case, reference):
     c = res.components
     assert c["input_jacobian"] == pytest.approx(float(reference["input"].max()), rel=1e-10)
     assert c["param_jacobian"] == pytest.approx(float(reference["param"].max()), rel=1e-10)
-    assert c["ntk"] == pytest.approx(math.sqrt(reference["ntk_max"]), rel=1e-10)
+    assert c["ntk"] == pytest.approx(math.sqrt(reference["ntk_max"] / len(x)), rel=1e-10)
     assert c["hessian"] == pytest.approx(math.sqrt(reference["hess_max"]), rel=1e-6)
     assert res.ntk_condition_number == pytest.approx(
         float(reference["ntk_max"] / reference["ntk_min"]), rel=1e-6)
     assert res.value == max(c.values()) and res.hessian_converged
+    first = gmsi(model, x, y, progress=False, chunk_size=2, definition="v0")
+    assert first.components["ntk"] == pytest.approx(math.sqrt(reference["ntk_max"]), rel=1e-10)
     # λ_max(K) ≥ max_i K_ii = max_i ‖∇θ f(x_i)‖_F² ≥ max_i ‖∇θ f(x_i)‖₂².
-    assert c["ntk"] >= c["param_jacobian"]
+    assert first.components["ntk"] >= c["param_jacobian"]
+    assert first.settings["definition"] == "v0" and res.settings["definition"] == "size_free"
 
 
 def test_aggregations(case, reference):
@@ -77,7 +80,7 @@ def test_aggregations(case, reference):
     mean = gmsi(model, x, y, reduce="mean", progress=False)
     assert mean.components["input_jacobian"] == pytest.approx(float(reference["input"].mean()))
     raw = gmsi(model, x, y, sqrt=False, progress=False)
-    assert raw.components["ntk"] == pytest.approx(float(reference["ntk_max"]))
+    assert raw.components["ntk"] == pytest.approx(float(reference["ntk_max"]) / len(x))
     assert raw.components["hessian"] == pytest.approx(base.components["hessian"] ** 2, rel=1e-4)
     record = json.loads(json.dumps(weighted.to_dict()))
     assert record["settings"]["aggregate"] == "weighted_sum"
@@ -96,6 +99,8 @@ def test_bad_arguments(case):
     model, x, y = case
     with pytest.raises(ValueError, match="aggregate='median'"):
         gmsi(model, x, y, aggregate="median")
+    with pytest.raises(ValueError, match="definition='v2' is unknown"):
+        gmsi(model, x, y, definition="v2")
     with pytest.raises(ValueError, match="reduce="):
         gmsi(model, x, y, reduce="min")
     with pytest.raises(ValueError, match="only used by"):
@@ -111,3 +116,23 @@ def test_bad_arguments(case):
     dropout = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.Linear(6, 3)).to(DT).train()
     with pytest.raises(ValueError, match=r"model\.eval\(\)"):
         gmsi(dropout, x, y, progress=False)
+
+
+def test_size_free_gmsi_does_not_grow_with_the_sample_set():
+    """Doubling the sample set moves the GMSI within its sampling error (the spread of the GMSI
+    over independent sample sets of the same size); the v0 NTK term grows like √n."""
+    torch.manual_seed(0)  # model initialisation only; every draw below has its own generator
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 3)).to(DT).eval()
+    g = torch.Generator().manual_seed(1)
+    pool = torch.rand(8 * 48, 10, dtype=DT, generator=g)
+    labels = torch.randint(0, 3, (len(pool),), generator=g)
+
+    def value(rows, **kw):
+        return gmsi(model, pool[rows], labels[rows], progress=False, **kw).value
+
+    sets = [torch.arange(i * 48, (i + 1) * 48) for i in range(8)]
+    spread = torch.tensor([value(r) for r in sets], dtype=DT).std().item()
+    doubled = value(torch.cat(sets[:2]))
+    assert abs(doubled - value(sets[0])) <= 3 * spread + 1e-12
+    grown = value(torch.cat(sets[:2]), definition="v0") / value(sets[0], definition="v0")
+    assert grown > 1.2  # the unnormalised NTK term: λ_max(K) grows with n
