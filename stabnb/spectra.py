@@ -500,7 +500,12 @@ def _nystrom_factors(Z: Tensor, Y: Tensor, rtol: float = 1e-8) -> tuple[Tensor, 
 
 def _leave_one_out_corrected(samples: Tensor, control: Tensor) -> Tensor:
     """``s_i − β_{−i} u_i`` with ``β_{−i} = cov(s, u)/var(u)`` over the other samples
-    (centred directly, O(h²); β = 0 where u's spread is rounding noise next to s)."""
+    (centred directly, O(h²)).
+
+    β = 0 where the other k samples show no real relation: a squared correlation below
+    ``4/(k − 1)`` (about 4× its mean under no correlation), or u's spread is rounding noise
+    next to s. A fitted β of pure noise would only add variance; the gate, like β, uses the
+    other samples alone, so the estimate stays unbiased."""
     others = ~torch.eye(samples.numel(), dtype=torch.bool, device=samples.device)
     k = samples.numel() - 1
 
@@ -510,7 +515,8 @@ def _leave_one_out_corrected(samples: Tensor, control: Tensor) -> Tensor:
 
     ds, du = centred(samples), centred(control)
     cov, var = (ds * du).sum(1), (du * du).sum(1)
-    usable = var > 1e-24 * (samples * samples).sum()
+    related = cov * cov > 4 / max(k - 1, 1) * var * (ds * ds).sum(1)
+    usable = related & (var > 1e-24 * (samples * samples).sum())
     beta = torch.where(usable, cov / torch.where(usable, var, 1), 0)
     return samples - beta * control
 
@@ -531,8 +537,8 @@ def control_variate_trace(A: Operator, num_matvecs: int, *, distribution: str = 
     Unbiased: L is independent of zᵢ and βᵢ of (sᵢ, uᵢ) given L, so ``E[βᵢuᵢ] = 0``. The
     fitted β keeps Hutchinson's variance when L explains nothing (flat spectrum; the Rademacher
     advantage on a large diagonal survives, unlike Hutch++'s projected probes) and removes
-    the top of the spectrum when it decays, where the error falls like Hutch++'s. The
-    standard error is the corrected samples' standard deviation over √m.
+    the top of the spectrum when it decays, where the error falls like Hutch++'s; β is set to
+    0 unless the other samples show a clear correlation. The standard error is the corrected samples' standard deviation over √m.
 
     Raises:
         ValueError: ``num_matvecs`` below 6 (each half needs three samples to fit β).
