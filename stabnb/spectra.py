@@ -503,7 +503,7 @@ def _leave_one_out_corrected(samples: Tensor, control: Tensor) -> Tensor:
     (centred directly, O(h²)).
 
     β = 0 where the other k samples show no real relation: a squared correlation below
-    ``4/(k − 1)`` (about 4× its mean under no correlation), or u's spread is rounding noise
+    ``9/(k − 1)`` (a 3σ test against no correlation), or u's spread is rounding noise
     next to s. A fitted β of pure noise would only add variance; the gate, like β, uses the
     other samples alone, so the estimate stays unbiased."""
     others = ~torch.eye(samples.numel(), dtype=torch.bool, device=samples.device)
@@ -515,7 +515,7 @@ def _leave_one_out_corrected(samples: Tensor, control: Tensor) -> Tensor:
 
     ds, du = centred(samples), centred(control)
     cov, var = (ds * du).sum(1), (du * du).sum(1)
-    related = cov * cov > 4 / max(k - 1, 1) * var * (ds * ds).sum(1)
+    related = cov * cov > 9 / max(k - 1, 1) * var * (ds * ds).sum(1)
     usable = related & (var > 1e-24 * (samples * samples).sum())
     beta = torch.where(usable, cov / torch.where(usable, var, 1), 0)
     return samples - beta * control
