@@ -47,6 +47,8 @@ from .operators import (  # noqa: E402
 )
 from .regularizers import make_regularizer  # noqa: E402
 from .spectra import (  # noqa: E402
+                        control_variate_trace,
+                        estimate_trace,
                         full_spectrum,
                         hutchinson_trace,
                         hutchpp_trace,
@@ -75,8 +77,8 @@ __all__ = [
     "InputJacobian", "LoaderLossHessian", "LossHessian", "NTKGram", "ParamJacobian",
     "input_jacobian_singular_values", "ntk_gram",
     "make_regularizer",
-    "full_spectrum", "hutchinson_trace", "hutchpp_trace", "lanczos", "slq_density",
-    "top_singular_values",
+    "control_variate_trace", "estimate_trace", "full_spectrum", "hutchinson_trace",
+    "hutchpp_trace", "lanczos", "slq_density", "top_singular_values",
     "StudyConfig", "load_study", "run_study",
     "effective_rank", "spectral_entropy", "stable_rank", "summarize_spectrum",
     "TrainConfig",

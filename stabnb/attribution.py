@@ -36,9 +36,15 @@ from captum.attr import (
 from captum.metrics import sensitivity_max as captum_sensitivity_max
 from torch import Tensor, nn
 
-from .checks import check_finite, check_input_shape, check_pixel_inputs, require_eval_mode
+from .checks import (
+    check_finite,
+    check_input_shape,
+    check_pixel_inputs,
+    require_eval_mode,
+)
 from .io import to_jsonable
 from .rng import resolve_generator
+from .stats import average_ranks, rank_correlation, sort, sorted_average_ranks, spearman
 
 __all__ = [
     "METHODS", "PERTURBATIONS", "METRICS", "AttributionMethod", "attribution_method",
@@ -198,62 +204,51 @@ def cosine_similarity(reference: Tensor, perturbed: Tensor) -> Tensor:
     return torch.where(norms > 0, dot / torch.where(norms > 0, norms, 1), 0).clamp(-1, 1)
 
 
-def average_ranks(values: Tensor) -> Tensor:
-    """Ranks 1..d along the last dim, ties sharing the mean of their positions.
-
-    The "average" rule of ``scipy.stats.rankdata``: ``[3., 1., 3.] -> [2.5, 1., 2.5]``. A tie
-    group fills consecutive sorted positions ``[first, last]``, so its rank is
-    ``(first + last)/2 + 1``: one sort and O(n·d) index arithmetic, batched over leading dims.
-    Ranks are float64 for float64 input or d ≥ 2²³, else float32 (exact: half-integers < 2²³).
-    """
-    d = values.shape[-1]
-    dtype = torch.float64 if values.dtype == torch.float64 or d >= 2**23 else torch.float32
-    ordered, order = values.sort(dim=-1)
-    fresh = torch.ones_like(ordered, dtype=torch.bool)
-    fresh[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
-    if bool(fresh.all()):                                          # no ties: ranks are positions
-        positions = torch.arange(1, d + 1, dtype=dtype, device=values.device)
-        return torch.empty(values.shape, dtype=dtype, device=values.device).scatter_(
-            -1, order, positions.expand(ordered.shape))
-    flat = fresh.flatten()                 # every row starts a group, so none spans two rows
-    first = flat.nonzero().squeeze(1)
-    last = torch.cat([first[1:], first.new_tensor([flat.numel()])]) - 1
-    group_rank = (first % d + last % d).to(dtype) / 2 + 1
-    sorted_rank = group_rank[flat.cumsum(0) - 1].view(ordered.shape)
-    return torch.empty_like(sorted_rank).scatter_(-1, order, sorted_rank)
-
-
 def spearman_correlation(reference: Tensor, perturbed: Tensor) -> Tensor:
-    """Spearman ρ: Pearson correlation of :func:`average_ranks`, ``(..., d), (..., K, d) -> (..., K)``.
+    """Spearman ρ (:func:`stabnb.stats.spearman`, ties -> average ranks),
+    ``(..., d), (..., K, d) -> (..., K)``; the reference is ranked once.
 
     When a vector is constant its ranks have no variance; ρ is then defined as 1 if both
     vectors are constant (same ranking) and 0 otherwise.
     """
-    centre = (reference.shape[-1] + 1) / 2                        # the mean of any rank vector
-    ref = average_ranks(reference) - centre
-    per = average_ranks(perturbed) - centre
-    ref_var, per_var = (ref * ref).sum(-1, keepdim=True), (per * per).sum(-1)
-    denom = (ref_var * per_var).sqrt()
-    rho = (per @ ref.unsqueeze(-1)).squeeze(-1) / torch.where(denom > 0, denom, 1)
-    both_constant = (ref_var == 0) & (per_var == 0)
-    rho = torch.where(denom > 0, rho, both_constant.to(rho.dtype))
-    return rho.clamp(-1, 1).to(perturbed.dtype)
+    return spearman(reference.unsqueeze(-2), perturbed).to(perturbed.dtype)
+
+
+def _sorted_top_k(ordered: Tensor, order: Tensor, k: int) -> Tensor:
+    """Indices of the k largest magnitudes from an ascending sort (``values.sort(-1)``).
+
+    They lie among the k smallest and the k largest values, so only those 2k candidates
+    are compared: no second sort of ``|values|``.
+    """
+    if 2 * k < ordered.shape[-1]:
+        ordered = torch.cat([ordered[..., :k], ordered[..., -k:]], dim=-1)
+        order = torch.cat([order[..., :k], order[..., -k:]], dim=-1)
+    return order.gather(-1, ordered.abs().topk(k, dim=-1).indices)
+
+
+def _top_k_overlap(reference_top: Tensor, perturbed_top: Tensor, num_features: int) -> Tensor:
+    """``|T_r ∩ T_p| / k`` from top-k index sets ``(..., k)`` and ``(..., K, k)``."""
+    marked = reference_top.new_zeros((*reference_top.shape[:-1], num_features), dtype=torch.bool)
+    marked.scatter_(-1, reference_top, True)
+    hits = marked.unsqueeze(-2).expand(*perturbed_top.shape[:-1], num_features).gather(
+        -1, perturbed_top)
+    return hits.sum(-1) / perturbed_top.shape[-1]
 
 
 def top_k_intersection(reference: Tensor, perturbed: Tensor, k: int) -> Tensor:
     """Top-k overlap ``|T_k(|r|) ∩ T_k(|p|)| / k``, ``(..., d), (..., K, d) -> (..., K)``.
 
-    ``T_k`` holds the indices of the k largest magnitudes; ties at the k-th value are broken
-    by ``torch.topk`` (deterministic on one device, otherwise unspecified).
+    ``T_k`` holds the indices of the k largest magnitudes, read off an ascending sort of the
+    values (:func:`_sorted_top_k`, the sort :meth:`AttributionStability.measure` shares with
+    the ranks); ties at the k-th magnitude are broken by the sort order (deterministic on
+    one device, otherwise unspecified).
     """
     d = reference.shape[-1]
     if not 1 <= k <= d:
         raise ValueError(f"k={k} must lie in [1, {d}] (the number of features).")
-    marked = torch.zeros_like(reference, dtype=torch.bool)
-    marked.scatter_(-1, reference.abs().topk(k, dim=-1).indices, True)
-    hits = marked.unsqueeze(-2).expand(perturbed.shape).gather(
-        -1, perturbed.abs().topk(k, dim=-1).indices)
-    return hits.sum(-1).to(perturbed.dtype) / k
+    overlap = _top_k_overlap(_sorted_top_k(*sort(reference), k),
+                             _sorted_top_k(*sort(perturbed), k), d)
+    return overlap.to(perturbed.dtype)
 
 
 # --------------------------------------------------------------------------- result
@@ -440,7 +435,7 @@ class AttributionStability:
 
         Cost: ``n·(K+1)·evaluations`` model evaluations (forward and backward) in
         ``⌈n·(K+1)·evaluations / max_batch⌉`` attribution calls; metrics are batched tensor
-        ops (one sort per attribution for the ranks).
+        ops (one batched sort of all attributions gives the Spearman ranks and both top-k sets).
 
         Args:
             inputs: ``(n, *input_shape)`` pixel values inside ``pixel_range``; moved to the
@@ -491,11 +486,14 @@ class AttributionStability:
                 "undefined there, so their metrics are NaN and summary() excludes them. "
                 "Try another target, method or baseline.", RuntimeWarning, stacklevel=2)
         undefined = ~valid.unsqueeze(1)
+        ordered, order = sort(attributions)           # one sort: ranks and both top-k sets
+        ranks = sorted_average_ranks(ordered, order)
+        top = _sorted_top_k(ordered, order, k)
         draws = {
             "relative_l2": relative_l2(reference, moved),
             "cosine": cosine_similarity(reference, moved),
-            "spearman": spearman_correlation(reference, moved),
-            "top_k": top_k_intersection(reference, moved, k),
+            "spearman": rank_correlation(ranks[:, :1], ranks[:, 1:]).to(moved.dtype),
+            "top_k": _top_k_overlap(top[:, 0], top[:, 1:], num_features).to(moved.dtype),
         }
         draws = {name: value.masked_fill(undefined, math.nan) for name, value in draws.items()}
         settings = {

@@ -6,11 +6,10 @@ none computes anything expensive, and none saves (``Notebook.save_figure`` does)
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from typing import Any
-
-import io
 
 import matplotlib
 import seaborn as sns

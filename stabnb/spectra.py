@@ -24,7 +24,7 @@ from .operators import LinearOperator
 __all__ = [
     "LanczosResult", "PowerIterationResult", "TraceEstimate", "SpectralDensity",
     "power_iteration", "lanczos", "top_singular_values", "hutchinson_trace", "hutchpp_trace",
-    "slq_density", "full_spectrum",
+    "slq_density", "full_spectrum", "control_variate_trace", "estimate_trace", "TRACE_METHODS",
 ]
 
 Operator = LinearOperator | Tensor
@@ -543,6 +543,110 @@ def hutchpp_trace(A: Operator, num_matvecs: int, *, distribution: str = "rademac
     std_error = float(samples.std() / math.sqrt(third)) if third > 1 else math.inf
     return TraceEstimate(head + float(samples.mean()), std_error, num_matvecs, "hutch++",
                          distribution, _settings(A, None if generator is not None else seed))
+
+
+def _nystrom_factors(Z: Tensor, Y: Tensor, rtol: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """``(P, w)`` with ``L = P diag(w) Pᵀ = Y (ZᵀY)⁺ Yᵀ``, the (generalised) Nyström
+    approximation from the products ``Y = A Z``; the symmetrised core's eigenvalues below
+    ``rtol·max|λ|`` are dropped, so an indefinite A stays well defined."""
+    core = Z.T @ Y
+    values, vectors = torch.linalg.eigh((core + core.T) / 2)
+    keep = values.abs() > rtol * values.abs().max()
+    return Y @ vectors[:, keep], 1 / values[keep]
+
+
+def _leave_one_out_corrected(samples: Tensor, control: Tensor) -> Tensor:
+    """``s_i − β_{−i} u_i`` with ``β_{−i} = cov(s, u)/var(u)`` over the other samples
+    (centred directly, O(h²)).
+
+    β = 0 where the other k samples show no real relation: a squared correlation below
+    ``9/(k − 1)`` (a 3σ test against no correlation), or u's spread is rounding noise
+    next to s. A fitted β of pure noise would only add variance; the gate, like β, uses the
+    other samples alone, so the estimate stays unbiased."""
+    others = ~torch.eye(samples.numel(), dtype=torch.bool, device=samples.device)
+    k = samples.numel() - 1
+
+    def centred(x: Tensor) -> Tensor:                        # row i: x_j − mean_{j≠i} x_j
+        mean = (x.sum() - x) / k
+        return torch.where(others, x[None, :] - mean[:, None], 0)
+
+    ds, du = centred(samples), centred(control)
+    cov, var = (ds * du).sum(1), (du * du).sum(1)
+    related = cov * cov > 9 / max(k - 1, 1) * var * (ds * ds).sum(1)
+    usable = related & (var > 1e-24 * (samples * samples).sum())
+    beta = torch.where(usable, cov / torch.where(usable, var, 1), 0)
+    return samples - beta * control
+
+
+def control_variate_trace(A: Operator, num_matvecs: int, *, distribution: str = "rademacher",
+                          generator: torch.Generator | None = None, seed: int | None = 0,
+                          block: int = 32) -> TraceEstimate:
+    """Hutchinson with a cross-fitted Nyström control variate: every product is a sample.
+
+    Draw m probes ``Z`` (Rademacher by default), one product each, ``Y = A Z``: the plain
+    samples are ``sᵢ = zᵢᵀ A zᵢ``. Split them in two halves; each half's products give a
+    low-rank ``L = Y_h (Z_hᵀY_h)⁺ Y_hᵀ`` (Nyström, no further products) whose trace is exact.
+    For a sample zᵢ of the *other* half, ``uᵢ = zᵢᵀ L zᵢ − tr(L)`` has mean zero, so
+
+    ``tr(A) ≈ (1/m) Σᵢ (sᵢ − βᵢ uᵢ)``, with ``βᵢ = cov(s, u)/var(u)`` fitted on the other
+    samples of zᵢ's half (leave one out).
+
+    Unbiased: L is independent of zᵢ and βᵢ of (sᵢ, uᵢ) given L, so ``E[βᵢuᵢ] = 0``. The
+    fitted β keeps Hutchinson's variance when L explains nothing (flat spectrum; the Rademacher
+    advantage on a large diagonal survives, unlike Hutch++'s projected probes) and removes
+    the top of the spectrum when it decays, where the error falls like Hutch++'s; β is set to
+    0 unless the other samples show a clear correlation. The standard error is the corrected samples' standard deviation over √m.
+
+    Raises:
+        ValueError: ``num_matvecs`` below 6 (each half needs three samples to fit β).
+
+    Examples::
+
+        >>> A = torch.diag(torch.tensor([100.0, 10.0, 1.0, 0.1], dtype=torch.float64))
+        >>> round(control_variate_trace(A, 8).value, 8)   # Rademacher: exact on a diagonal
+        111.1
+    """
+    dim = _square_dim(A)
+    num_matvecs = _positive_int(num_matvecs, "num_matvecs")
+    if num_matvecs < 6:
+        raise ValueError(f"num_matvecs={num_matvecs} is too small for control_variate_trace "
+                         "(at least 6); use hutchinson_trace for fewer products.")
+    gen = _generator(generator, seed, A.device)
+    Z = _draw((dim, num_matvecs), distribution, gen, A)
+    Y = _probe_products(A, Z, block, "control-variate probe")
+    samples = (Z * Y).sum(0)
+    halves = (slice(0, num_matvecs // 2), slice(num_matvecs // 2, num_matvecs))
+    corrected = []
+    for mine, other in (halves, halves[::-1]):
+        P, w = _nystrom_factors(Z[:, other], Y[:, other])
+        control = ((Z[:, mine].T @ P) ** 2 * w).sum(1) - (w * (P * P).sum(0)).sum()
+        corrected.append(_leave_one_out_corrected(samples[mine], control))
+    values = torch.cat(corrected)
+    return TraceEstimate(float(values.mean()), float(values.std() / math.sqrt(num_matvecs)),
+                         num_matvecs, "control_variate", distribution,
+                         _settings(A, None if generator is not None else seed))
+
+
+TRACE_METHODS = {"control_variate": control_variate_trace, "hutchinson": hutchinson_trace,
+                 "hutch++": hutchpp_trace}
+"""Trace estimators by name; :func:`estimate_trace` defaults to ``"control_variate"``."""
+
+
+def estimate_trace(A: Operator, num_matvecs: int, *, method: str = "control_variate",
+                   distribution: str = "rademacher", generator: torch.Generator | None = None,
+                   seed: int | None = 0, block: int = 32) -> TraceEstimate:
+    """``tr(A)`` from ``num_matvecs`` products with the estimator ``method`` of
+    :data:`TRACE_METHODS` (Default: :func:`control_variate_trace`, never worse than
+    Hutchinson at an equal budget on our benchmark Hessian and far better when the spectrum
+    decays); the other arguments go to it unchanged.
+
+    Raises:
+        ValueError: unknown ``method``, or the estimator's own budget checks.
+    """
+    if method not in TRACE_METHODS:
+        raise ValueError(f"method={method!r} is unknown; choose one of {sorted(TRACE_METHODS)}.")
+    return TRACE_METHODS[method](A, num_matvecs, distribution=distribution,
+                                 generator=generator, seed=seed, block=block)
 
 
 # --------------------------------------------------------------------------- density

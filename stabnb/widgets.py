@@ -28,11 +28,21 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .attribution import attribution_method, relative_l2
+from .plotting import (
+    figure_png,
+    plot_attribution_maps,
+    plot_gd_loss,
+    plot_sensitivity_chain,
+)
 from .theory import TypicalSensitivityCheck
 from .theory.concentration import matrix_family, matrix_sensitivity
-from .theory.kernels import (GradientDescentResult, LinearizedProblem, gd_contraction_factor,
-                      gd_stability_threshold, linearized_gradient_descent)
-from .plotting import figure_png, plot_attribution_maps, plot_gd_loss, plot_sensitivity_chain
+from .theory.kernels import (
+    GradientDescentResult,
+    LinearizedProblem,
+    gd_contraction_factor,
+    gd_stability_threshold,
+    linearized_gradient_descent,
+)
 
 __all__ = ["DECAY_RANGES", "NoisyAttribution", "concentration_view", "noisy_attribution",
            "step_size_run", "concentration_explorer", "attribution_explorer",

@@ -252,3 +252,22 @@ def test_model_returning_nan_or_in_train_mode_raises(pixels):
     dropout = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3)).to(DT)
     with pytest.raises(ValueError, match=r"call model.eval\(\) first"):
         AttributionStability(dropout).measure(pixels, generator=gen())
+
+
+def test_measure_rank_metrics_match_scipy_and_the_metric_functions():
+    from scipy.stats import spearmanr
+    torch.manual_seed(0)
+    model = MLP(12, (8,), 3).eval()                  # float32: the packed-key sort
+    x = torch.rand(5, 12)
+    probe = AttributionStability(model, "saliency", num_samples=4, radius=0.05)
+    result = probe.measure(x, target=0, generator=torch.Generator().manual_seed(1))
+    moved_inputs = probe.perturb(x, generator=torch.Generator().manual_seed(1))
+    target = torch.zeros(5, dtype=torch.long)
+    reference = probe.method(x, target).flatten(1)
+    moved = probe.method(moved_inputs.flatten(0, 1), target.repeat_interleave(4)).view(5, 4, -1)
+    expected = torch.tensor([[spearmanr(reference[i].numpy(), moved[i, k].numpy()).statistic
+                              for k in range(4)] for i in range(5)], dtype=torch.float32)
+    torch.testing.assert_close(result.spearman_draws, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.spearman_draws, spearman_correlation(reference, moved))
+    torch.testing.assert_close(result.top_k_draws,
+                               top_k_intersection(reference, moved, result.settings["k"]))

@@ -21,8 +21,14 @@ from stabnb.data import DataSourceError, load_dataset
 from stabnb.gmsi import gmsi
 from stabnb.models import MLP, SmallCNN
 from stabnb.operators import (
-    InputJacobian, LossHessian, NTKGram, ParamJacobian, input_jacobian_singular_values,
-    input_jacobians, ntk_gram, parameter_jacobian,
+    InputJacobian,
+    LossHessian,
+    NTKGram,
+    ParamJacobian,
+    input_jacobian_singular_values,
+    input_jacobians,
+    ntk_gram,
+    parameter_jacobian,
 )
 from stabnb.study import StudyConfig, _claim_folder, load_study, study_cells
 from stabnb.train import TrainConfig, run_key, train

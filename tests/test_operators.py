@@ -126,6 +126,40 @@ def test_ntk_equals_jacobian_gram(case):
     torch.testing.assert_close(ntk_gram(model, x, block=True, chunk_size=2), block)
 
 
+@pytest.mark.parametrize("block", [False, True])
+def test_structured_ntk_equals_contraction(case, block):
+    model, x, _ = case
+    n = x.shape[0]
+    J = dense_param_jacobian(model, x)
+    dense = J @ J.T if block else torch.einsum("icp,jcp->ij", *2 * [J.reshape(n, 3, -1)])
+    for chunk_size in (None, 2):
+        structured = ntk_gram(model, x, block=block, chunk_size=chunk_size, method="structured")
+        torch.testing.assert_close(structured, dense, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(ntk_gram(model, x, block=block, method="contraction"), dense,
+                               rtol=1e-6, atol=1e-10)
+
+
+def test_structured_ntk_frozen_parameters_and_fallback():
+    model, x = _cnn()
+    model.net[0].bias.requires_grad_(False)                 # conv bias
+    model.net[-1].weight.requires_grad_(False)              # linear weight, bias still trained
+    J = dense_param_jacobian(model, x)                      # over trainable parameters only
+    keep = torch.cat([torch.full((p.numel(),), p.requires_grad) for p in model.parameters()])
+    J = J[:, keep]
+    torch.testing.assert_close(ntk_gram(model, x, block=True, method="structured"), J @ J.T)
+    shared = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    twice = nn.Sequential(shared, shared, nn.Linear(4, 3)).to(DT).eval()
+    normed = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 3)).to(DT).eval()
+    x = torch.rand(4, 4, dtype=DT)
+    for other in (twice, normed):
+        J = dense_param_jacobian(other, x)
+        torch.testing.assert_close(ntk_gram(other, x, block=True), J @ J.T)   # auto: contraction
+        with pytest.raises(ValueError, match="method='structured' needs"):
+            ntk_gram(other, x, method="structured")
+    with pytest.raises(ValueError, match="method='fast' is unknown"):
+        ntk_gram(twice, x, method="fast")
+
+
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_loss_hessian_matches_dense(case, loss):
     model, x, y = case

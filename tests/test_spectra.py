@@ -10,6 +10,8 @@ import torch
 from stabnb.models import MLP
 from stabnb.operators import DenseOperator, LossHessian, NTKGram, ParamJacobian
 from stabnb.spectra import (
+    control_variate_trace,
+    estimate_trace,
     full_spectrum,
     hutchinson_trace,
     hutchpp_trace,
@@ -241,3 +243,38 @@ def test_full_spectrum(hessian_case):
     torch.testing.assert_close(full_spectrum(DenseOperator(A), kind="singular"),
                                torch.linalg.svdvals(A))
     assert math.isclose(float(full_spectrum(torch.eye(3, dtype=DT))[0]), 1.0)
+
+
+FLAT = torch.linspace(1.0, 2.0, 80, dtype=DT)
+DECAYING = 100.0 / torch.arange(1, 81, dtype=DT) ** 2
+
+
+@pytest.mark.parametrize("eigenvalues", [FLAT, DECAYING], ids=["flat", "decaying"])
+def test_control_variate_trace_unbiased_calibrated_and_never_worse(eigenvalues):
+    A = known_spectrum(eigenvalues)
+    exact = float(torch.trace(A))
+    ests = [control_variate_trace(A, 30, seed=s) for s in range(300)]
+    values = torch.tensor([e.value for e in ests], dtype=DT)
+    # unbiased: the mean of 300 estimates lies within 4 of its standard errors of tr(A)
+    assert abs(float(values.mean()) - exact) <= 4 * float(values.std()) / 300 ** 0.5
+    covered = sum(abs(e.value - exact) <= 2 * e.std_error for e in ests) / len(ests)
+    assert covered >= 0.85                       # nominal 0.95 for a normal estimate
+    errors = (values - exact).abs().mean()
+    plain = torch.tensor([abs(hutchinson_trace(A, 30, seed=s).value - exact)
+                          for s in range(300)]).mean()
+    assert errors <= 1.05 * plain                # flat: Hutchinson's error, not Hutch++'s
+    if eigenvalues is DECAYING:
+        assert errors <= plain / 3
+
+
+def test_estimate_trace_default_and_checks():
+    A = torch.diag(torch.tensor([100.0, 10.0, 1.0, 0.1], dtype=DT))
+    default = estimate_trace(A, 8)
+    assert default.method == "control_variate" and default.value == pytest.approx(111.1)
+    assert estimate_trace(A, 6, method="hutch++").method == "hutch++"
+    B = known_spectrum(SPD)
+    assert estimate_trace(B, 30, seed=3).value == control_variate_trace(B, 30, seed=3).value
+    with pytest.raises(ValueError, match="method='xtrace' is unknown"):
+        estimate_trace(A, 8, method="xtrace")
+    with pytest.raises(ValueError, match="num_matvecs=5 is too small"):
+        control_variate_trace(A, 5)

@@ -7,8 +7,8 @@ import torch
 from torch.func import jacrev
 
 from stabnb import widgets
-from stabnb.theory.kernels import LinearizedProblem
 from stabnb.models import MLP
+from stabnb.theory.kernels import LinearizedProblem
 
 
 def _controls(box):
