@@ -12,16 +12,19 @@ study like any other (:func:`stabnb.study.run_study`), so an interrupted sweep r
 import sys
 import time
 
-from stabnb.study import StudyConfig, run_study
+from stabnb.study import ModelSpec, ProbeConfig, StudyConfig, run_study
+from stabnb.train import TrainConfig
 
 if __name__ == "__main__":
     dataset, model, train_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
     grid = (1e-3, 1e-2, 1e-1, 1.0)
     config = StudyConfig(
-        dataset=dataset, models=(model,), seeds=(0,), epochs=3, train_size=train_size,
+        dataset=dataset, models={model: ModelSpec(model)}, seeds=(0,), train=TrainConfig(epochs=3),
+        train_size=train_size,
         regularizers={name: grid for name in ("jacobian_spectral", "jacobian_frobenius",
                                               "weight_spectral", "input_curvature")},
-        eval_size=2000, probe_size=128, gmsi_size=32, methods=("saliency",), num_draws=4)
+        probe=ProbeConfig(eval_size=2000, probe_size=128, gmsi_size=32, methods=("saliency",),
+                          num_draws=4))
     started = time.time()
     study = run_study(config, f"runs/calibration/{dataset}-{model}", jobs=2)
     columns = ["regularizer", "strength", "accuracy", "jacobian.operator_norm",

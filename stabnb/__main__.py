@@ -1,20 +1,24 @@
-"""Command line: ``python -m stabnb reproduce`` (also the ``stabnb`` console script).
+"""Command line: ``python -m stabnb reproduce`` and ``python -m stabnb study`` (also the
+``stabnb`` console script).
 
-Exit codes: 0 when every notebook ran (whether or not its claims reproduced), 1 when a
-notebook errored, 2 for bad arguments, 130 when interrupted.
+Exit codes: 0 when every notebook ran (whether or not its claims reproduced) or every study
+cell finished, 1 when a notebook errored or cells failed, 2 for bad arguments, 130 when
+interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from .notebook import PROFILES
 from .reproduce import reproduce
+from .study import EXECUTORS, StudyConfig, StudyFailed, check_folder, open_executor, run_study
 
 
-def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """The top-level parser and its ``reproduce`` subcommand's."""
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The top-level parser and its ``reproduce`` and ``study`` subcommands'."""
     parser = argparse.ArgumentParser(prog="stabnb", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -41,13 +45,59 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                      help="allow --profile paper without a GPU (takes hours)")
     run.add_argument("--out-root", default=".",
                      help="folder receiving runs/ and results/ (default: the working folder)")
-    return parser, run
+    study = commands.add_parser(
+        "study", help="run a study's grid (TOML config) here, on Dask or on Slurm",
+        description="Run every unfinished cell of the study in CONFIG.toml (the layout of "
+                    "stabnb.study.StudyConfig.to_dict) into --out; finished cells are kept, "
+                    "so a rerun (from any machine seeing the folder) resumes. Exit code 1 when "
+                    "cells failed after their retries.")
+    study.add_argument("config", metavar="CONFIG.toml", help="the study config")
+    study.add_argument("--executor", default="local", choices=EXECUTORS,
+                       help="local processes (default), a Dask cluster, or Slurm (submitit)")
+    study.add_argument("--scheduler", metavar="ADDRESS",
+                       help="the Dask scheduler, e.g. tcp://host:8786 (--executor dask)")
+    study.add_argument("--partition", nargs="+", default=[], metavar="NAME",
+                       help="Slurm partition(s) (--executor slurm)")
+    study.add_argument("--out", metavar="DIR",
+                       help="the study folder, shared by every worker (default: "
+                            "runs/studies/<config file name>)")
+    study.add_argument("--jobs", type=int, default=None,
+                       help="cells at once: local processes (default 1) or Slurm jobs")
+    study.add_argument("--device", default="auto",
+                       help="where each cell runs: auto (default), cpu, cuda or cuda:N")
+    study.add_argument("--retries", type=int, default=2,
+                       help="resubmissions of a cell whose worker died (default: 2)")
+    return parser, run, study
+
+
+def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``study`` command: validate everything, then run; nothing is written before."""
+    try:
+        config = StudyConfig.from_toml(args.config)
+        out = Path(args.out or Path("runs") / "studies" / Path(args.config).stem)
+        check_folder(config, out)
+        if args.jobs is not None and args.jobs < 1:
+            raise ValueError(f"--jobs {args.jobs} must be ≥ 1.")
+        with open_executor(args.executor, folder=out, scheduler=args.scheduler,
+                           partitions=args.partition, jobs=args.jobs) as executor:
+            study = run_study(config, out, device=args.device, executor=executor,
+                              jobs=args.jobs or 1, retries=args.retries)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    except StudyFailed as err:
+        print(f"FAILED: {err}")
+        return 1
+    print(f"{len(study.records)} cells in {out / 'results.csv'}"
+          + (f" ({len(study.retried)} resubmitted after a lost worker)" if study.retried else ""))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit code."""
-    parser, reproduce_parser = _parser()
+    parser, reproduce_parser, study_parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "study":
+        return _study(args, study_parser)
     try:
         result = reproduce(args.profile, device=args.device, jobs=args.jobs,
                            notebooks=args.notebooks or None, only=args.only, force=args.force,

@@ -143,17 +143,19 @@ def project_root(start: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def source_digest(modules: Iterable[str]) -> str:
+def source_digest(modules: Iterable[str], *, exclude: Iterable[str] = ()) -> str:
     """SHA-256 of the code of ``modules`` (``"stabnb.study"``, ...) and of every stabnb module they
     import, transitively: what a cached result computed by that code depends on.
 
     Each module enters as its syntax tree with docstrings dropped (comments never reach the tree),
     so editing prose, comments or an unrelated module (plotting, notebook support) leaves the
-    digest unchanged, while any change to code that runs changes it.
+    digest unchanged, while any change to code that runs changes it. ``exclude`` names modules
+    the caller's results never run although an import reaches them (``"stabnb.plotting"``, which
+    a plotting helper imports lazily); they and what only they import are left out.
     """
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in sorted(_imported_modules(modules, package)):
+    for name in sorted(_imported_modules(modules, package, set(exclude))):
         digest.update(name.encode() + b"\0" + _code_dump(_module_file(name, package)).encode())
     return digest.hexdigest()
 
@@ -180,13 +182,15 @@ def _code_dump(path: Path) -> str:
     return ast.dump(tree, include_attributes=False)
 
 
-def _imported_modules(modules: Iterable[str], package: Path) -> set[str]:
-    """``modules`` and the stabnb modules they import, transitively (parents included)."""
+def _imported_modules(modules: Iterable[str], package: Path,
+                      exclude: set[str] | None = None) -> set[str]:
+    """``modules`` and the stabnb modules they import, transitively (parents included), without
+    ``exclude``."""
     seen: set[str] = set()
     todo = list(modules)
     while todo:
         name = todo.pop()
-        if name in seen or not _is_module(name, package):
+        if name in seen or name in (exclude or ()) or not _is_module(name, package):
             continue
         seen.add(name)
         parts = name.split(".")

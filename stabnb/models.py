@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import math
+
 import torch
 from torch import nn
 from torch.func import functional_call
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "SmallCNN", "ResNet20", "Normalize", "build_model", "functional",
-    "num_parameters",
+    "ACTIVATIONS", "ARCHITECTURES", "MLP", "SmallCNN", "ResNet20", "Normalize", "build_model",
+    "initialize", "functional", "num_parameters",
 ]
+
+ARCHITECTURES = ("mlp", "cnn", "resnet")
+"""The names :func:`build_model` knows."""
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -191,7 +196,46 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *,
     if name == "resnet":
         return ResNet20(num_classes, in_channels=shape[0], activation=activation, mean=mean,
                         std=std, **kwargs)
-    raise ValueError(f"model={name!r} is unknown; choose 'mlp', 'cnn' or 'resnet'.")
+    raise ValueError(f"model={name!r} is unknown; choose one of {ARCHITECTURES}.")
+
+
+def initialize(model: nn.Module, generator: torch.Generator, *, gain: float | None = None,
+               bias_std: float | None = None) -> nn.Module:
+    """Redraw the weight and bias of every ``Linear`` and ``Conv2d`` layer from ``generator``.
+
+    With the defaults this is PyTorch's own initialisation, ``U(−1/√fan_in, 1/√fan_in)`` for
+    weights and biases (what ``reset_parameters`` draws from the global stream); ``gain`` makes
+    the weights ``N(0, gain²/fan_in)`` and ``bias_std`` the biases ``N(0, bias_std²)``. Layers
+    are visited in ``model.modules()`` order, weight then bias, drawn in the layer's dtype on the
+    generator's device, so one generator state gives one network. Batch-norm layers keep their
+    deterministic initialisation. Returns ``model``, changed in place.
+
+    Examples::
+
+        >>> a = initialize(MLP(4, (6,), 3), torch.Generator().manual_seed(0))
+        >>> b = initialize(MLP(4, (6,), 3), torch.Generator().manual_seed(0))
+        >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+        True
+    """
+    def draw(shape: torch.Size, dtype: torch.dtype, std: float | None, fan_in: int) -> torch.Tensor:
+        options = {"generator": generator, "device": generator.device, "dtype": dtype}
+        if std is None:
+            return (torch.rand(shape, **options) * 2 - 1) / math.sqrt(fan_in)
+        return torch.randn(shape, **options) * std
+
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                weight = layer.weight
+                fan_in = weight[0].numel()
+                if gain is None:
+                    weight.copy_(draw(weight.shape, weight.dtype, None, fan_in))
+                else:
+                    weight.copy_(draw(weight.shape, weight.dtype, 1.0, fan_in) * gain
+                                 / math.sqrt(fan_in))
+                if layer.bias is not None:
+                    layer.bias.copy_(draw(layer.bias.shape, layer.bias.dtype, bias_std, fan_in))
+    return model
 
 
 def functional(model: nn.Module) -> tuple[dict[str, torch.Tensor], Callable[..., torch.Tensor]]:

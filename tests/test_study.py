@@ -1,38 +1,52 @@
-"""Tests for stabnb.study: config validation, the grid, resume, refusing to mix, parallel cells."""
+"""Tests for stabnb.study: composed configs, the grid, one randomness rule, cache keys, resume,
+refusing to mix, and the same numbers from local processes, Dask, submitit and after a killed
+worker."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from stabnb.study import (
-    Cell,
-    StudyConfig,
-    load_study,
-    load_study_data,
-    run_study,
-    study_cells,
-    study_dir,
+    Cell, ModelSpec, ProbeConfig, StudyConfig, SubmititExecutor, load_study, load_study_data,
+    open_executor, run_study, study_cells, study_dir,
 )
+from stabnb.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "dataset": "teacher", "models": ["mlp"], "seeds": [0, 1], "epochs": 2,
+    "dataset": "teacher", "seeds": [0, 1],
+    "models": {"mlp": {"architecture": "mlp", "kwargs": {"widths": [16], "activation": "tanh"}}},
     "regularizers": {"jacobian_spectral": [0.01], "input_curvature": [0.1]},
     "teacher": {"dim": 8, "num_classes": 3, "widths": [16], "n_train": 256, "n_test": 64},
-    "model_kwargs": {"mlp": {"widths": [16], "activation": "tanh"}},
-    "batch_size": 64, "eval_size": 64, "probe_size": 16, "gmsi_size": 8,
-    "methods": ["saliency", "integrated_gradients"], "num_draws": 3, "ig_steps": 4,
+    "train": {"epochs": 2, "batch_size": 64},
+    "probe": {"eval_size": 64, "probe_size": 16, "gmsi_size": 8,
+              "methods": ["saliency", "integrated_gradients"], "num_draws": 3, "ig_steps": 4},
 }
+VOLATILE = ("train_seconds", "eval_seconds")
 
 
-def test_config_names_missing_and_unknown_fields():
-    with pytest.raises(ValueError, match=r"lacks required field\(s\) \['seeds', 'epochs'\]"):
-        StudyConfig.from_dict({k: v for k, v in TINY.items() if k not in ("seeds", "epochs")})
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['lambda'\]"):
-        StudyConfig.from_dict({**TINY, "lambda": 1.0})
+def test_config_names_missing_and_unknown_fields_by_path():
+    with pytest.raises(ValueError, match=r"lacks required field\(s\) \['seeds'\]"):
+        StudyConfig.from_dict({k: v for k, v in TINY.items() if k != "seeds"})
+    with pytest.raises(ValueError, match=r"lacks required field\(s\) \['train.epochs'\]"):
+        StudyConfig.from_dict({**TINY, "train": {"lr": 0.1}})
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['lambda', 'train.lrate'\]"):
+        StudyConfig.from_dict({**TINY, "lambda": 1.0, "train": {"epochs": 1, "lrate": 0.1}})
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['probe.draws'\]"):
+        StudyConfig.from_dict({**TINY, "probe": {"draws": 3}})
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['train.seed'\]"):
+        StudyConfig.from_dict({**TINY, "train": {"epochs": 1, "seed": 3}})
 
 
 @pytest.mark.parametrize("regularizers, message", [
@@ -49,17 +63,35 @@ def test_config_refuses_bad_regularizers(regularizers, message):
 def test_config_refuses_unknown_names():
     with pytest.raises(ValueError, match="dataset='imagenet' is unknown"):
         StudyConfig.from_dict({**TINY, "dataset": "imagenet"})
-    with pytest.raises(ValueError, match=r"models \['vit'\] are unknown"):
-        StudyConfig.from_dict({**TINY, "models": ["vit"]})
+    with pytest.raises(ValueError, match="architecture='vit' is unknown"):
+        StudyConfig.from_dict({**TINY, "models": {"vit": {"architecture": "vit"}}})
     with pytest.raises(ValueError, match=r"methods \['lime'\] are unknown"):
-        StudyConfig.from_dict({**TINY, "methods": ["lime"]})
+        StudyConfig.from_dict({**TINY, "probe": {"methods": ["lime"]}})
+    with pytest.raises(ValueError, match=r"optimizer='lbfgs' is unknown"):
+        StudyConfig.from_dict({**TINY, "train": {"epochs": 1, "optimizer": "lbfgs"}})
+    with pytest.raises(ValueError, match=r"\['train.seed'\] are set per cell"):
+        StudyConfig(dataset="teacher", models={"mlp": ModelSpec("mlp")}, regularizers={},
+                    seeds=(0,), train=TrainConfig(seed=3))
 
 
-def test_config_round_trips_through_json():
+def test_config_round_trips_nested_and_composes_its_parts():
     config = StudyConfig.from_dict(TINY)
+    assert isinstance(config.train, TrainConfig) and isinstance(config.probe, ProbeConfig)
+    assert config.models["mlp"] == ModelSpec("mlp", {"widths": (16,), "activation": "tanh"})
     again = StudyConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.fingerprint() == config.fingerprint()
-    assert StudyConfig.from_dict({**TINY, "epochs": 3}).fingerprint() != config.fingerprint()
+    assert config.to_dict()["train"]["momentum"] == 0.9 and "seed" not in config.to_dict()["train"]
+    moved = StudyConfig.from_dict({**TINY, "train": {"epochs": 2, "batch_size": 64, "momentum": 0.5}})
+    assert moved.fingerprint() != config.fingerprint()
+    cell_train = config.train_config(7, device="cpu")
+    assert (cell_train.seed, cell_train.momentum, cell_train.epochs) == (7, 0.9, 2)
+
+
+def test_two_variants_of_one_architecture_sit_in_one_study():
+    config = StudyConfig.from_dict({**TINY, "models": {
+        "tanh": {"architecture": "mlp", "kwargs": {"activation": "tanh", "widths": [8]}},
+        "relu": {"architecture": "mlp", "kwargs": {"activation": "relu", "widths": [8]}}}})
+    assert {c.model for c in study_cells(config)} == {"tanh", "relu"}
 
 
 def test_grid_pairs_every_cell_with_a_baseline():
@@ -69,12 +101,16 @@ def test_grid_pairs_every_cell_with_a_baseline():
     assert {c.name for c in cells} >= {"mlp-none-0-seed0", "mlp-jacobian_spectral-0.01-seed1"}
 
 
-def test_teacher_data_is_fixed_and_in_pixel_range():
-    config = StudyConfig.from_dict(TINY)
-    a, b = load_study_data(config), load_study_data(config)
-    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.train_y, b.train_y)
-    assert a.train_x.min() >= 0 and a.train_x.max() <= 1
-    assert len(a.probe_x) == 16 and torch.equal(a.probe_x, a.test_x[:16])
+def test_seeds_vary_the_data_draws_and_the_global_stream_does_not():
+    config = StudyConfig.from_dict({**TINY, "train_size": 128})
+    torch.manual_seed(123)
+    a = load_study_data(config, 0)
+    torch.manual_seed(456)
+    b, c = load_study_data(config, 0), load_study_data(config, 1)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.probe_x, b.probe_x)
+    assert not torch.equal(a.train_x, c.train_x) and not torch.equal(a.probe_x, c.probe_x)
+    assert torch.equal(a.test_x, c.test_x)                             # one accuracy set
+    assert a.train_x.min() >= 0 and a.train_x.max() <= 1 and len(a.probe_x) == 16
     assert a.train_y.unique().numel() == 3                             # every class present
 
 
@@ -82,6 +118,24 @@ def test_teacher_data_is_fixed_and_in_pixel_range():
 def finished(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study")
     return run_study(StudyConfig.from_dict(TINY), folder, device="cpu", progress_bar=False)
+
+
+def _numbers(records: pd.DataFrame) -> pd.DataFrame:
+    return records[[c for c in records.columns if c not in VOLATILE
+                    and pd.api.types.is_numeric_dtype(records[c])]]
+
+
+def _cells_json(folder: Path) -> dict[str, dict]:
+    """Every cell file minus its timing and host fields."""
+    cells = {}
+    for path in sorted((folder / "cells").glob("*.json")):
+        record = json.loads(path.read_text())
+        for name in VOLATILE:
+            record.pop(name, None)
+        for name in ("wall_seconds", "host", "resumed_from_epoch"):
+            record.get("provenance", {}).pop(name, None)
+        cells[path.name] = record
+    return cells
 
 
 def test_records_hold_every_metric_and_provenance(finished):
@@ -106,15 +160,15 @@ def test_abs_change_is_relative_change_times_norm_per_sample(finished):
     row = finished.records.query("regularizer == 'none' and seed == 1").iloc[0]
     per_sample = table["relative_l2"] * table["attribution_norm"]
     assert row["saliency.abs_l2"] == pytest.approx(float(per_sample.mean()), rel=1e-6)
-    assert row["jacobian.spectral_entropy"] == pytest.approx(
-        float(table["spectral_entropy"].mean()), rel=1e-9)
 
 
-def test_regularised_cells_differ_from_their_baseline(finished):
+def test_regularised_cells_differ_from_their_baseline_and_seeds_from_each_other(finished):
     records = finished.records.set_index(["regularizer", "seed"])
     for seed in (0, 1):
         assert records.loc[("jacobian_spectral", seed), "jacobian.operator_norm"] != \
             records.loc[("none", seed), "jacobian.operator_norm"]
+    assert records.loc[("none", 0), "saliency.relative_l2"] != \
+        records.loc[("none", 1), "saliency.relative_l2"]
 
 
 def test_finished_cells_are_reused_and_a_lost_cell_is_redone(finished):
@@ -127,40 +181,192 @@ def test_finished_cells_are_reused_and_a_lost_cell_is_redone(finished):
     changed = sorted(name for name in after if after[name] != before.get(name))
     assert changed == ["mlp-input_curvature-0.1-seed1.json",
                        "mlp-input_curvature-0.1-seed1.per_sample.json"]
-    numeric = [c for c in records.columns if c not in ("train_seconds", "eval_seconds")
-               and pd.api.types.is_numeric_dtype(records[c])]
-    pd.testing.assert_frame_equal(again.records[numeric], records[numeric])   # same numbers
-    assert load_study(finished.out_dir).records[numeric].equals(records[numeric])
+    pd.testing.assert_frame_equal(_numbers(again.records), _numbers(records))
+    assert load_study(finished.out_dir).records[_numbers(records).columns].equals(_numbers(records))
 
 
 def test_refuses_to_mix_configs_in_one_folder(finished):
-    other = StudyConfig.from_dict({**TINY, "epochs": 3, "radius": 0.1})
-    with pytest.raises(ValueError, match=r"different study config \(differs in \['epochs', 'radius'\]\)"):
+    other = StudyConfig.from_dict({**TINY, "train": {"epochs": 3}, "train_size": 100})
+    with pytest.raises(ValueError, match=r"different study config \(differs in \['train', 'train_size'\]\)"):
         run_study(other, finished.out_dir, device="cpu")
 
 
-def test_parallel_cells_give_the_same_numbers(finished, tmp_path):
-    config = StudyConfig.from_dict({**TINY, "seeds": [1],
-                                    "regularizers": {"jacobian_spectral": [0.01]}})
-    parallel = run_study(config, tmp_path, device="cpu", jobs=2, progress_bar=False).records
-    serial = finished.records.query("seed == 1 and regularizer != 'input_curvature'")
-    columns = ["accuracy", "gmsi", "saliency.relative_l2", "integrated_gradients.spearman"]
-    assert parallel[columns].to_numpy() == pytest.approx(serial[columns].to_numpy(), rel=1e-5)
+def test_local_processes_give_byte_identical_cells(finished, tmp_path):
+    parallel = run_study(finished.config, tmp_path, device="cpu", jobs=2, threads=1,
+                         progress_bar=False)
+    assert _cells_json(tmp_path) == _cells_json(finished.out_dir)
+    pd.testing.assert_frame_equal(_numbers(parallel.records), _numbers(finished.records))
 
 
-def test_study_dir_is_keyed_by_code_and_config(monkeypatch, tmp_path):
+def test_dask_cluster_gives_byte_identical_cells(finished, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        study = run_study(finished.config, tmp_path, device="cpu", threads=1,
+                          executor=client.get_executor(pure=False), progress_bar=False)
+    assert _cells_json(tmp_path) == _cells_json(finished.out_dir)
+    pd.testing.assert_frame_equal(_numbers(study.records), _numbers(finished.records))
+
+
+def test_submitit_local_executor_runs_a_study(finished, tmp_path):
+    submitit = pytest.importorskip("submitit")
+    config = StudyConfig.from_dict({**TINY, "seeds": [1], "regularizers": {}})
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=5)
+    study = run_study(config, tmp_path / "study", device="cpu", threads=1,
+                      executor=SubmititExecutor(executor), progress_bar=False)
+    baseline = finished.records.query("regularizer == 'none' and seed == 1")
+    assert study.records["saliency.relative_l2"].tolist() == baseline["saliency.relative_l2"].tolist()
+
+
+def test_a_worker_killed_mid_cell_is_retried_and_the_study_completes(finished, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    config = StudyConfig.from_dict({**TINY, "seeds": [0], "regularizers": {"input_curvature": [0.1]},
+                                    "train": {"epochs": 40, "batch_size": 64}})
+    killed = []
+
+    def kill_the_first_worker_with_a_checkpoint():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            if any((tmp_path / "checkpoints").glob("*.pt")):
+                for child in psutil.Process().children(recursive=True):
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        child.kill()
+                        killed.append(child.pid)
+                        return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=kill_the_first_worker_with_a_checkpoint)
+    watcher.start()
+    study = run_study(config, tmp_path, device="cpu", jobs=2, threads=1, progress_bar=False)
+    watcher.join()
+    assert killed and study.retried and len(study.records) == 2
+    reference = run_study(config, tmp_path / "serial", device="cpu", progress_bar=False)
+    assert _cells_json(tmp_path) == _cells_json(tmp_path / "serial")
+    assert reference.records["accuracy"].notna().all()
+
+
+def test_study_dir_is_keyed_by_the_code_a_cell_runs(monkeypatch, tmp_path):
+    """Docstring and plotting edits keep the key; code edits in train or regularizers move it."""
+    copy = tmp_path / "pkg"
+    shutil.copytree(ROOT / "stabnb", copy / "stabnb", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = ("import sys, os; sys.path.insert(0, sys.argv[1]); os.environ['STABNB_WORK_DIR'] = sys.argv[2];"
+             "from stabnb.study import StudyConfig, study_dir;"
+             f"print(study_dir('E', 'smoke', StudyConfig.from_dict({TINY!r})).name)")
+
+    def key() -> str:
+        return subprocess.run([sys.executable, "-c", probe, str(copy), str(tmp_path)], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def edit(module: str, old: str, new: str) -> None:
+        path = copy / "stabnb" / module
+        text = path.read_text()
+        assert old in text, (module, old)
+        path.write_text(text.replace(old, new, 1))
+
+    first = key()
+    assert first.startswith("E-") and first.endswith(StudyConfig.from_dict(TINY).fingerprint()[:8])
+    edit("train.py", '"""Top-1 accuracy of', '"""The top-1 accuracy of')
+    edit("plotting.py", "import math\n", "import math\nUNUSED = 1\n")
+    edit("notebook.py", "import os\n", "import os\nUNUSED = 1\n")
+    edit("effects.py", "from __future__ import annotations\n",
+         "from __future__ import annotations\nUNUSED = 1\n")
+    assert key() == first
+    edit("train.py", "model.eval()\n    logits", "model.eval()\n    logits = None\n    logits")
+    second = key()
+    assert second != first
+    edit("regularizers.py", "shares_forward = False", "shares_forward = bool(0)")
+    assert key() not in (first, second)
     monkeypatch.setenv("STABNB_WORK_DIR", str(tmp_path))
     config = StudyConfig.from_dict(TINY)
-    folder = study_dir("E3_mnist", "smoke", config)
-    assert folder.parent == tmp_path / "smoke" and folder.name.startswith("E3_mnist-")
-    assert folder.name.endswith(config.fingerprint()[:8])
-    assert study_dir("E3_mnist", "smoke", StudyConfig.from_dict({**TINY, "epochs": 3})) != folder
+    assert study_dir("E", "smoke", config).parent == tmp_path / "smoke"
+    assert study_dir("E", "smoke", StudyConfig.from_dict({**TINY, "seeds": [3]})) != \
+        study_dir("E", "smoke", config)
+
+
+def test_study_refuses_a_folder_of_other_code(finished, tmp_path):
+    shutil.copytree(finished.out_dir, tmp_path / "s")
+    stored = json.loads((tmp_path / "s" / "config.json").read_text())
+    (tmp_path / "s" / "config.json").write_text(json.dumps(stored | {"code": "0" * 64}))
+    with pytest.raises(ValueError, match="computed by other code"):
+        run_study(finished.config, tmp_path / "s", device="cpu")
 
 
 def test_gmsi_can_be_left_out(tmp_path):
-    config = StudyConfig.from_dict({**TINY, "seeds": [0], "regularizers": {}, "gmsi_size": 0})
+    config = StudyConfig.from_dict({**TINY, "seeds": [0], "regularizers": {},
+                                    "probe": TINY["probe"] | {"gmsi_size": 0}})
     records = run_study(config, tmp_path, device="cpu", progress_bar=False).records
     assert len(records) == 1 and not any(c.startswith("gmsi") for c in records.columns)
-    assert records["saliency.relative_l2"].notna().all()
     with pytest.raises(ValueError, match="gmsi_size=-1 must be in 0..probe_size=16"):
-        StudyConfig.from_dict({**TINY, "gmsi_size": -1})
+        StudyConfig.from_dict({**TINY, "probe": TINY["probe"] | {"gmsi_size": -1}})
+
+
+# --------------------------------------------------------------------------- the CLI
+
+def _toml(values: dict, path: Path) -> Path:
+    def value(v):
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines, tables = [], []
+
+    def emit(prefix, mapping):
+        scalars = {k: v for k, v in mapping.items() if not isinstance(v, dict)}
+        if prefix:
+            tables.append(f"[{prefix}]")
+            tables.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        else:
+            lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in mapping.items():
+            if isinstance(v, dict):
+                emit(f"{prefix}.{k}" if prefix else k, v)
+
+    emit("", values)
+    path.write_text("\n".join(lines + tables) + "\n")
+    return path
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stabnb", "study", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_refuses_a_bad_config_naming_the_field(tmp_path):
+    bad = _toml({**TINY, "train": {"epochs": 1, "lrate": 0.1}}, tmp_path / "bad.toml")
+    done = _cli(str(bad), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2 and "unknown field(s) ['train.lrate']" in done.stderr
+    assert not (tmp_path / "out").exists()                             # nothing half-written
+
+
+def test_cli_runs_a_tiny_study_and_refuses_bad_executors(tmp_path):
+    config = {**TINY, "seeds": [0], "regularizers": {}}
+    good = _toml(config, tmp_path / "tiny.toml")
+    assert StudyConfig.from_toml(good) == StudyConfig.from_dict(config)
+    done = _cli(str(good), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "1 cells in" in done.stdout and (tmp_path / "out" / "results.csv").exists()
+    unreachable = _cli(str(good), "--out", str(tmp_path / "o2"), "--executor", "dask",
+                       "--scheduler", "tcp://127.0.0.1:1", cwd=tmp_path)
+    assert unreachable.returncode == 2 and "cannot reach the Dask scheduler" in unreachable.stderr
+    assert not (tmp_path / "o2").exists()
+    if shutil.which("sbatch") is None:
+        slurm = _cli(str(good), "--out", str(tmp_path / "o3"), "--executor", "slurm",
+                     "--partition", "gpu", cwd=tmp_path)
+        assert slurm.returncode == 2 and "needs Slurm's sbatch" in slurm.stderr
+    other = _toml({**config, "train": {"epochs": 3}}, tmp_path / "other.toml")
+    mixed = _cli(str(other), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert mixed.returncode == 2 and "different study config" in mixed.stderr
+
+
+def test_a_missing_optional_dependency_names_its_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ValueError, match=r"pip install 'stabnb\[dask\]'"):
+        with open_executor("dask", folder=tmp_path, scheduler="tcp://127.0.0.1:1"):
+            pass

@@ -20,11 +20,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..checks import check_finite
 from ..data import matrix_with_spectrum, spectrum_profile, with_weight_spectra
-from ..models import MLP
+from ..models import MLP, initialize
 from ..operators import input_jacobian_singular_values
 from ..rng import resolve_generator
 from ..summaries import effective_rank, spectral_entropy, stable_rank
@@ -114,7 +113,7 @@ def matrix_sensitivity(matrices: torch.Tensor, *, sigma: float, num_samples: int
 def spectral_mlp(in_features: int, widths: Sequence[int], num_classes: int, *, decay: float,
                  anchor: torch.Tensor, jacobian_norm: float = 1.0, activation: str = "relu",
                  kind: str = "geometric", generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float64) -> MLP:
+                 seed: int = 0, dtype: torch.dtype = torch.float64) -> MLP:
     """A random MLP whose layers have the spectrum profile ``decay`` and ‖J_f(anchor)‖₂ fixed.
 
     Every weight gets singular values ``spectrum_profile(r, decay)`` with random singular
@@ -128,20 +127,19 @@ def spectral_mlp(in_features: int, widths: Sequence[int], num_classes: int, *, d
         decay: concentration of every layer's spectrum (``kind``: 'geometric' or 'power').
         anchor: one input of shape (in_features,) at which the norm is fixed.
         jacobian_norm: the target ‖J_f(anchor)‖₂ > 0. Default: 1.
-        generator: CPU generator for biases and singular vectors.
+        generator: CPU generator for biases and singular vectors. Default: a fresh one seeded
+            with ``seed``.
+        seed: seed of that fresh generator. Default: 0.
         dtype: parameter dtype. Default: float64.
     """
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     if not jacobian_norm > 0:
         raise ValueError(f"jacobian_norm={jacobian_norm!r} must be positive.")
     if anchor.shape != (in_features,):
         raise ValueError(f"anchor must have shape ({in_features},); got {tuple(anchor.shape)}.")
     model = MLP(in_features, widths, num_classes, activation=activation)
     model = model.to(dtype=dtype, device=anchor.device).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Linear):
-                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator,
-                                                    dtype=dtype))
+    initialize(model, generator, gain=1.0, bias_std=0.1)  # weights: replaced below
     with_weight_spectra(model, decay, kind=kind, generator=generator)
     current = float(input_jacobian_singular_values(model, anchor.to(dtype).unsqueeze(0))[0, 0])
     if not current > 0:

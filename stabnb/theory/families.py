@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..io import to_jsonable
-from ..models import ACTIVATIONS, MLP, SmallCNN
+from ..models import ACTIVATIONS, MLP, SmallCNN, initialize
 from ..progress import progress
 from ..rng import resolve_generator
 
@@ -66,7 +66,8 @@ def random_networks(input_shape: Sequence[int], num_classes: int, *, architectur
                     widths: Sequence[int] = (16, 32), depths: Sequence[int] = (1, 2, 3),
                     activations: Sequence[str] = ("relu", "tanh", "gelu"),
                     num_per_cell: int = 1, gain: float = math.sqrt(2.0), bias_std: float = 0.1,
-                    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
+                    generator: torch.Generator | None = None, seed: int = 0,
+                    dtype: torch.dtype = torch.float64,
                     device: str | torch.device = "cpu") -> list[RandomNetwork]:
     """Draw a family of random networks over widths × depths × activations × ``num_per_cell``.
 
@@ -81,11 +82,14 @@ def random_networks(input_shape: Sequence[int], num_classes: int, *, architectur
         num_classes: outputs C.
         gain: weight scale; √2 keeps ReLU activations of order one. Default: √2.
         bias_std: bias scale (non-zero biases move the ReLU kinks off the origin). Default: 0.1.
+        generator: CPU generator of the weights. Default: a fresh one seeded with ``seed``.
+        seed: seed of that fresh generator. Default: 0.
         dtype, device: of the returned models. Default: float64 on the CPU.
 
     Returns:
         ``len(widths)·len(depths)·len(activations)·num_per_cell`` networks in eval mode.
     """
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     shape = tuple(int(s) for s in input_shape)
     unknown = [a for a in activations if a not in ACTIVATIONS]
     if unknown:
@@ -105,15 +109,7 @@ def random_networks(input_shape: Sequence[int], num_classes: int, *, architectur
                     else:
                         model = SmallCNN(shape[0], num_classes, shape[1], (width,) * depth,
                                          hidden=width, activation=activation)
-                    with torch.no_grad():
-                        for layer in model.modules():
-                            if isinstance(layer, (nn.Linear, nn.Conv2d)):
-                                fan_in = layer.weight[0].numel()
-                                layer.weight.copy_(torch.randn(layer.weight.shape,
-                                                               generator=generator)
-                                                   * gain / math.sqrt(fan_in))
-                                layer.bias.copy_(torch.randn(layer.bias.shape,
-                                                             generator=generator) * bias_std)
+                    initialize(model, generator, gain=gain, bias_std=bias_std)
                     family.append(RandomNetwork(model.to(device=device, dtype=dtype).eval(),
                                                 shape, architecture, width, depth, activation,
                                                 len(family)))

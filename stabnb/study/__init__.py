@@ -1,0 +1,51 @@
+"""Controlled studies: a grid of training runs (model × regulariser × λ × seed), each evaluated
+on the same held-out inputs and the same noise draws within a seed, as one tidy table.
+
+    config = StudyConfig(dataset="mnist", models={"mlp": ModelSpec("mlp")}, seeds=(0, 1),
+                         train=TrainConfig(epochs=2), train_size=5000,
+                         regularizers={"jacobian_spectral": (1e-3, 1e-2)})
+    study = run_study(config, "runs/studies/mnist")
+    study.records                      # pandas DataFrame, one row per cell
+
+Every cell is one trained network. The unregularised baseline (``regularizer="none"``,
+``strength=0``) of every model and seed is always part of the grid, so each regularised run
+has a partner that differs only in the penalty (same training subset, initial weights,
+minibatch order, probe images and probe noise; :mod:`stabnb.study.cell`). Each cell is
+evaluated on:
+
+- ``accuracy``: clean top-1 accuracy on the first ``probe.eval_size`` test images;
+- ``gmsi`` and ``gmsi.<component>``: :func:`stabnb.gmsi.gmsi` on ``probe.gmsi_size`` probe
+  inputs (left out with ``gmsi_size=0``);
+- ``jacobian.<summary>``: mean over the probe inputs of the per-sample input-Jacobian
+  summaries (operator norm, spectral entropy, effective and stable rank; ``.median`` too);
+- ``<method>.<metric>`` for each attribution method: the mean over valid probe inputs of
+  ``relative_l2``, ``cosine``, ``spearman``, ``top_k``, ``sensitivity_max``, and the absolute
+  change ``abs_l2 = ‖a(x̃) − a(x)‖`` (which shrinks trivially with ‖J‖; the relative and rank
+  metrics are scale-invariant), plus ``attribution_norm``.
+
+On disk, under ``out_dir``::
+
+    config.json                    the config and the cell code's digest; others refuse it
+    checkpoints/<key>.pt           training checkpoints (:func:`stabnb.train.train`)
+    cells/<cell>.json              one finished cell: its metrics and provenance
+    cells/<cell>.per_sample.json   its per-sample entropy-link table (first method)
+    locks/<cell>.lock              one writer per cell
+    results.csv                    the tidy table, rebuilt after every cell
+
+A finished cell is never redone; an interrupted one resumes from its last epoch's checkpoint.
+Every file is written atomically. The cells run here, in local processes, or on any
+``concurrent.futures.Executor`` (:mod:`stabnb.study.executors`: Dask, Slurm).
+"""
+
+from .cell import StudyData, code_digest, evaluate_model, load_study_data, run_cell, stream_seed
+from .config import (
+    DATASETS, DEFAULT_STRENGTHS, Cell, ModelSpec, ProbeConfig, StudyConfig, study_cells,
+)
+from .executors import EXECUTORS, SubmititExecutor, open_executor
+from .sweep import StudyFailed, StudyResult, check_folder, load_study, run_study, study_dir
+
+__all__ = ["DATASETS", "DEFAULT_STRENGTHS", "ModelSpec", "ProbeConfig", "StudyConfig", "Cell",
+           "StudyData", "StudyResult", "StudyFailed", "SubmititExecutor", "EXECUTORS",
+           "study_cells", "load_study_data", "evaluate_model", "run_cell", "run_study",
+           "load_study", "study_dir", "check_folder", "code_digest", "stream_seed",
+           "open_executor"]

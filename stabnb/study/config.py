@@ -1,0 +1,301 @@
+"""What decides a study's numbers: the models (name → :class:`ModelSpec`), a
+:class:`~stabnb.train.TrainConfig`, a :class:`ProbeConfig`, the λ grids and the seeds.
+
+A config is plain data: :meth:`StudyConfig.from_dict` / :meth:`StudyConfig.to_dict` round-trip
+it through JSON or TOML (nested: ``{"train": {"lr": 0.1}, "probe": {"num_draws": 4}}``), naming
+any missing or unknown field by its path (``train.lr``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from ..attribution import METHODS
+from ..models import ARCHITECTURES
+from ..regularizers import BASELINE, REGULARIZERS
+from ..train import TrainConfig
+
+__all__ = ["DATASETS", "DEFAULT_STRENGTHS", "ModelSpec", "ProbeConfig", "StudyConfig", "Cell",
+           "study_cells", "PER_CELL_TRAIN_FIELDS"]
+
+DATASETS = ("mnist", "cifar10", "cifar100", "teacher")
+
+# λ grids per data set and regulariser, in half-decade steps. The largest λ of each costs about
+# one point of clean accuracy (a calibration sweep, single seed, 3 epochs: MNIST with the MLP on
+# 10k images, CIFAR-10 with the small CNN on 5k; command and numbers in the README,
+# "Regularisation strengths"). CIFAR-100 reuses CIFAR-10's grid and the teacher task MNIST's,
+# both uncalibrated. The studies pick each regulariser's *modest* λ from the grid by accuracy
+# alone (stabnb.effects.modest_strengths), never by the stability outcome.
+_MNIST_GRID = {
+    "jacobian_spectral": (1e-3, 3e-3, 1e-2),
+    "jacobian_frobenius": (3e-4, 1e-3, 3e-3),
+    "weight_spectral": (3e-3, 1e-2, 3e-2),
+    "input_curvature": (0.1, 0.3, 1.0),
+}
+_CIFAR_GRID = {
+    "jacobian_spectral": (1e-4, 3e-4, 1e-3),
+    "jacobian_frobenius": (1e-4, 3e-4, 1e-3),
+    "weight_spectral": (1e-3, 3e-3, 1e-2),
+    "input_curvature": (1e-2, 3e-2, 1e-1),
+}
+DEFAULT_STRENGTHS: dict[str, dict[str, tuple[float, ...]]] = {
+    "mnist": _MNIST_GRID, "cifar10": _CIFAR_GRID, "cifar100": _CIFAR_GRID, "teacher": _MNIST_GRID,
+}
+"""Data set → regulariser → λ grid (see the comment above)."""
+
+PER_CELL_TRAIN_FIELDS = ("seed", "device", "progress", "checkpoint_dir")
+""":class:`TrainConfig` fields a study sets per cell (from the cell's seed and ``run_study``)."""
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of ``value`` (tuples → lists), so a config built in Python equals its JSON."""
+    return json.loads(json.dumps(value))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a study: a :func:`stabnb.models.build_model` architecture and its arguments.
+
+    Attributes:
+        architecture: one of :data:`stabnb.models.ARCHITECTURES`.
+        kwargs: constructor arguments (``widths``, ``activation``, ``width``, ``blocks``...).
+    """
+
+    architecture: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture={self.architecture!r} is unknown; choose one of "
+                             f"{ARCHITECTURES}.")
+        object.__setattr__(self, "kwargs", _plain(dict(self.kwargs)))
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """How every trained network of a study is measured.
+
+    Attributes:
+        methods: attribution methods (:data:`stabnb.attribution.METHODS`).
+        radius: Gaussian noise σ in pixels. Default: 0.05.
+        num_draws: noise draws K per probe input. Default: 10.
+        top_k: top-k fraction of the overlap metric. Default: 0.1.
+        ig_steps: Integrated Gradients steps. Default: 20.
+        smoothgrad_samples: SmoothGrad's noisy copies. Default: 10.
+        eval_size: test images for the clean accuracy (``None``: the full test set). Default: 2000.
+        probe_size: images (drawn per seed from the accuracy set) for the attribution probes
+            and Jacobian spectra. Default: 256.
+        gmsi_size: the first ``gmsi_size`` probe images for the GMSI (an O(n³) NTK and a Hessian
+            Lanczos run); 0 leaves the GMSI out. Default: 128.
+    """
+
+    methods: tuple[str, ...] = ("saliency", "integrated_gradients", "smoothgrad")
+    radius: float = 0.05
+    num_draws: int = 10
+    top_k: float = 0.1
+    ig_steps: int = 20
+    smoothgrad_samples: int = 10
+    eval_size: int | None = 2000
+    probe_size: int = 256
+    gmsi_size: int = 128
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str) or not len(self.methods):
+            raise ValueError(f"probe.methods must be a non-empty list, e.g. ('saliency',); got "
+                             f"{self.methods!r}.")
+        object.__setattr__(self, "methods", tuple(self.methods))
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods {unknown} are unknown; choose from {sorted(METHODS)}.")
+        for name in ("num_draws", "ig_steps", "smoothgrad_samples", "probe_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"probe.{name}={getattr(self, name)} must be at least 1.")
+        if not 0 <= self.gmsi_size <= self.probe_size:
+            raise ValueError(f"gmsi_size={self.gmsi_size} must be in 0..probe_size={self.probe_size} "
+                             "(the GMSI uses the first probe inputs).")
+
+
+_REQUIRED = ("dataset", "models", "regularizers", "seeds", "train")
+_NESTED: dict[str, Any] = {"train": TrainConfig, "probe": ProbeConfig}
+
+
+def _check_fields(cls: type, values: Mapping[str, Any], prefix: str, required: tuple[str, ...],
+                  missing: list[str], unknown: list[str]) -> None:
+    names = {f.name for f in fields(cls)}
+    if cls is TrainConfig:
+        names -= set(PER_CELL_TRAIN_FIELDS)
+    missing += [prefix + name for name in required if name not in values]
+    unknown += [prefix + name for name in sorted(set(values) - names)]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that decides a study's numbers.
+
+    Attributes:
+        dataset: ``"mnist"``, ``"cifar10"``, ``"cifar100"`` or ``"teacher"`` (inputs uniform in
+            ``[0, 1]^d``, labels from a fixed random tanh teacher MLP; see ``teacher``).
+        models: name → :class:`ModelSpec` (or a mapping with its fields), e.g.
+            ``{"relu": ModelSpec("mlp", {"activation": "relu"}), "tanh": ModelSpec("mlp",
+            {"activation": "tanh"})}``; the names label the records' ``model`` column.
+        regularizers: regulariser name → λ grid (each λ > 0); the baseline is always added.
+        seeds: one replication per seed: the training subset (when subsampled), the initial
+            weights, the minibatch order, the probe images, the probe noise and the
+            regulariser's draws all follow it; within one seed every cell shares them.
+        train: the :class:`~stabnb.train.TrainConfig` of every cell (its ``seed``, ``device``,
+            ``progress`` and ``checkpoint_dir`` are set per cell).
+        probe: the :class:`ProbeConfig`. Default: ``ProbeConfig()``.
+        train_size: balanced training subset, drawn per seed (``None``: the full training set).
+        regularizer_kwargs: regulariser name → options (``num_iters``, ``form``...).
+        teacher: for ``dataset="teacher"``: ``dim``, ``num_classes``, ``widths``, ``n_train``,
+            ``n_test``, ``seed`` (the task itself, fixed across the study's seeds).
+    """
+
+    dataset: str
+    models: Mapping[str, ModelSpec]
+    regularizers: Mapping[str, tuple[float, ...]]
+    seeds: tuple[int, ...]
+    train: TrainConfig
+    probe: ProbeConfig = ProbeConfig()
+    train_size: int | None = None
+    regularizer_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    teacher: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is unknown; choose one of {DATASETS}.")
+        if not isinstance(self.models, Mapping) or not self.models:
+            raise ValueError(f"models must be a non-empty mapping name → ModelSpec, e.g. "
+                             f"{{'mlp': ModelSpec('mlp')}}; got {self.models!r}.")
+        specs = {}
+        for name, spec in self.models.items():
+            if isinstance(spec, Mapping):
+                extra = sorted(set(spec) - {"architecture", "kwargs"})
+                if extra or "architecture" not in spec:
+                    raise ValueError(f"models.{name} needs 'architecture' (and optional 'kwargs'); "
+                                     f"got fields {sorted(spec)}.")
+                spec = ModelSpec(**spec)
+            specs[str(name)] = spec
+        object.__setattr__(self, "models", specs)
+        if isinstance(self.seeds, (str, int)) or not len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list, e.g. seeds=(0,); got {self.seeds!r}.")
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        for name, kind in _NESTED.items():
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, kind(**value))
+        defaults = TrainConfig()
+        per_cell = [f"train.{n}" for n in PER_CELL_TRAIN_FIELDS
+                    if getattr(self.train, n) != getattr(defaults, n)]
+        if per_cell:
+            raise ValueError(f"{per_cell} are set per cell by the study (from seeds and run_study's "
+                             "device); leave them at their defaults in the study's TrainConfig.")
+        grids = {}
+        for name, grid in dict(self.regularizers).items():
+            if name not in REGULARIZERS or name == BASELINE:
+                raise ValueError(f"regularizer {name!r} is unknown; choose from "
+                                 f"{[r for r in REGULARIZERS if r != BASELINE]} (the baseline "
+                                 "'none' is always part of the grid).")
+            grid = (grid,) if isinstance(grid, (int, float)) else tuple(float(s) for s in grid)
+            bad = [s for s in grid if not (math.isfinite(s) and s > 0)]
+            if bad or not grid:
+                raise ValueError(f"regularizer {name!r} has strengths {list(grid)}; each λ must be "
+                                 "finite and > 0 (λ = 0 is the baseline, always included).")
+            grids[name] = tuple(sorted(set(grid)))
+        object.__setattr__(self, "regularizers", grids)
+        object.__setattr__(self, "regularizer_kwargs", _plain(dict(self.regularizer_kwargs)))
+        object.__setattr__(self, "teacher", _plain(dict(self.teacher)))
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError(f"train_size={self.train_size} must be at least 1 (None: all).")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> StudyConfig:
+        """Build from a plain nested mapping (JSON, TOML, a notebook's parameters).
+
+        Raises:
+            ValueError: missing or unknown fields, each named by its path (``train.lr``), and
+                every check of the config and its parts.
+        """
+        missing: list[str] = []
+        unknown: list[str] = []
+        _check_fields(cls, values, "", _REQUIRED, missing, unknown)
+        for name, kind in _NESTED.items():
+            if isinstance(values.get(name), Mapping):
+                _check_fields(kind, values[name], f"{name}.", ("epochs",) if name == "train" else (),
+                              missing, unknown)
+        if missing or unknown:
+            optional = sorted({f.name for f in fields(cls)} - set(_REQUIRED))
+            raise ValueError(
+                "study config " + "; ".join(
+                    part for part in (f"lacks required field(s) {missing}" if missing else "",
+                                      f"has unknown field(s) {unknown}" if unknown else "") if part)
+                + f". Required: {list(_REQUIRED)} and train.epochs; optional: {optional}; "
+                  f"train.* as stabnb.train.TrainConfig, probe.* as stabnb.study.ProbeConfig.")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> StudyConfig:
+        """Read a TOML study config (the layout of :meth:`to_dict`), checked as :meth:`from_dict`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: a TOML syntax error (with its line) or a bad config.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"study config {path} does not exist.")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path} is not valid TOML: {err}.") from err
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready and nested, without the per-cell ``train`` fields; :meth:`from_dict` inverts it."""
+        train = {k: v for k, v in asdict(self.train).items() if k not in PER_CELL_TRAIN_FIELDS}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return _plain(values | {"train": train, "probe": asdict(self.probe),
+                                "models": {n: asdict(s) for n, s in self.models.items()}})
+
+    def fingerprint(self) -> str:
+        """A short hash of :meth:`to_dict`: equal configs, equal fingerprints."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def train_config(self, seed: int, **run: Any) -> TrainConfig:
+        """The cell's :class:`TrainConfig`: this study's, with ``seed`` and the run settings
+        (``device``, ``progress``, ``checkpoint_dir``)."""
+        return replace(self.train, seed=seed, **run)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained network of the grid."""
+
+    model: str
+    regularizer: str
+    strength: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.regularizer}-{self.strength:g}-seed{self.seed}"
+
+
+def study_cells(config: StudyConfig) -> list[Cell]:
+    """The grid in run order: per model and seed, the baseline, then each regulariser's λ."""
+    return [Cell(model, name, strength, seed)
+            for model in config.models for seed in config.seeds
+            for name, grid in ((BASELINE, (0.0,)), *config.regularizers.items())
+            for strength in grid]

@@ -1,0 +1,39 @@
+"""Tests for stabnb.experiment: the regularisation protocol on a tiny teacher study."""
+
+from __future__ import annotations
+
+import json
+
+from stabnb.effects import DecisionRule
+from stabnb.experiment import regularisation_experiment
+from stabnb.study import StudyConfig
+
+TINY = {
+    "dataset": "teacher", "seeds": [0, 1],
+    "models": {"tanh": {"architecture": "mlp", "kwargs": {"widths": [16], "activation": "tanh"}},
+               "relu": {"architecture": "mlp", "kwargs": {"widths": [16], "activation": "relu"}}},
+    "regularizers": {"jacobian_spectral": [0.01]},
+    "teacher": {"dim": 64, "num_classes": 3, "widths": [16], "n_train": 256, "n_test": 64},
+    "train": {"epochs": 1, "batch_size": 64},
+    "probe": {"eval_size": 64, "probe_size": 8, "gmsi_size": 4, "methods": ["saliency"],
+              "num_draws": 2},
+}
+
+
+def test_experiment_builds_effects_tables_and_claims(tmp_path):
+    config = StudyConfig.from_dict(TINY)
+    result = regularisation_experiment(config, rule=DecisionRule(), out_dir=tmp_path, name="T",
+                                       device="cpu")
+    assert len(result.records) == 2 * 2 * 2                          # 2 models × 2 seeds × 2
+    assert [c.name for c in result.claims] == [
+        "T_attribution_improves[tanh]", "T_summaries_change_little[tanh]",
+        "T_attribution_improves[relu]", "T_summaries_change_little[relu]"]
+    assert {e.model for e in result.effects} == {"tanh", "relu"}
+    assert set(result.changes) == {"saliency"}
+    for name in ("summary.csv", "sweep.csv", "changes_saliency.csv", "secondary.csv",
+                 "effects.json"):
+        assert (tmp_path / "tables" / name).exists(), name
+    saved = json.loads((tmp_path / "tables" / "effects.json").read_text())
+    assert saved["settings"]["name"] == "T" and len(saved["claims"]) == 4
+    again = regularisation_experiment(config, out_dir=tmp_path, name="T", device="cpu")
+    assert [c.line() for c in again.claims] == [c.line() for c in result.claims]
