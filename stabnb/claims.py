@@ -122,8 +122,9 @@ def attribution_claims(effects: Sequence[RegularizerEffect],
         statement="Modest spectral regularisation substantially improves attribution stability "
                   f"({metric}; any of {len(spectral)} spectral penalties, Bonferroni-corrected).",
         passed=passed,
-        summary=(f"at {confidence:.1%} confidence: " if confidence else "")
-        + "; ".join(f"{e.regularizer} {_percent(e.improvement)}" for e in strict),
+        summary=((f"at {confidence:.1%} confidence: " if confidence else "")
+                 + "; ".join(f"{e.regularizer} {_percent(e.improvement)}" for e in strict)
+                 if strict else "no spectral penalty in this grid"),
         numbers={"corrected_confidence": confidence, "spectral": list(spectral),
                  "effects": [e.to_dict() for e in strict]}))
     return claims

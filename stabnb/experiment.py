@@ -22,12 +22,13 @@ from typing import Any
 
 import pandas as pd
 
-from .claims import Claim, attribution_claim, summaries_claim
+from .claims import Claim, attribution_claims, summaries_claim
 from .effects import (
     DecisionRule, RegularizerEffect, format_table, regularizer_effects, relative_change_table,
     summary_table,
 )
 from .io import write_json, write_text
+from .regularizers import SPECTRAL_PENALTIES
 from .study import StudyConfig, StudyResult, run_study
 
 __all__ = ["HEADLINE_METRICS", "SWEEP_METRICS", "SECONDARY_METRICS", "ExperimentResult",
@@ -58,7 +59,8 @@ class ExperimentResult:
         sweep: the same for :data:`SWEEP_METRICS` (the λ-grid figures).
         changes: method → relative change of its instability metrics against the baseline.
         secondary: model × regulariser × modest λ → improvement of each secondary metric.
-        claims: per model, the attribution claim then the summaries claim.
+        claims: per model, one attribution claim per regulariser, the "any spectral penalty"
+            claim (Bonferroni-corrected), then the summaries claim.
         tables_dir: where every full table is saved as CSV (with ``effects.json``).
     """
 
@@ -103,7 +105,7 @@ def regularisation_experiment(config: StudyConfig, *, rule: DecisionRule = Decis
                               summaries: Sequence[str] = ("gmsi", "jacobian.spectral_entropy",
                                                           "jacobian.stable_rank"),
                               out_dir: str | os.PathLike, name: str, device: str = "auto",
-                              jobs: int = 1) -> ExperimentResult:
+                              jobs: int = 1, num_resamples: int = 2000) -> ExperimentResult:
     """Run (or resume) the study of ``config`` in ``out_dir`` and evaluate the protocol.
 
     Args:
@@ -115,13 +117,25 @@ def regularisation_experiment(config: StudyConfig, *, rule: DecisionRule = Decis
             ``tables/``.
         name: the claims' prefix (``"E3"`` → ``E3_attribution_improves[mlp]``).
         device, jobs: as :func:`stabnb.study.run_study`.
+        num_resamples: of the two-level bootstrap (seeds × probe images) behind the primary
+            metric's intervals. Default: 2000.
 
     Returns:
         The :class:`ExperimentResult`.
     """
     study = run_study(config, out_dir, device=device, jobs=jobs)
     records = study.records
-    effects = tuple(regularizer_effects(records, metric=primary, summaries=summaries, rule=rule))
+    samples = study.samples()
+    per_image = samples if primary in samples.columns else None
+
+    def judged(judging: DecisionRule) -> tuple[RegularizerEffect, ...]:
+        return tuple(regularizer_effects(records, metric=primary, summaries=summaries,
+                                         rule=judging, samples=per_image,
+                                         num_resamples=num_resamples))
+
+    effects = judged(rule)
+    spectral = [r for r in config.regularizers if r in SPECTRAL_PENALTIES]
+    corrected = judged(rule.bonferroni(len(spectral))) if len(spectral) > 1 else effects
     summary = summary_table(records, [*HEADLINE_METRICS, primary])
     sweep = summary_table(records, SWEEP_METRICS)
     changes = {method: relative_change_table(records, [f"{method}.{m}" for m in METHOD_METRICS],
@@ -129,7 +143,8 @@ def regularisation_experiment(config: StudyConfig, *, rule: DecisionRule = Decis
                for method in config.probe.methods}
     secondary = _secondary(records, SECONDARY_METRICS, rule)
     claims = tuple(claim for model in config.models for claim in (
-        attribution_claim(effects, model=model, name=f"{name}_attribution_improves"),
+        *attribution_claims(effects, corrected, model=model, name=f"{name}_attribution_improves",
+                            spectral=spectral),
         summaries_claim(effects, model=model, rule=rule, name=f"{name}_summaries_change_little")))
     tables = Path(out_dir) / "tables"
     for label, table in {"summary": format_table(summary), "sweep": format_table(sweep),
@@ -138,6 +153,8 @@ def regularisation_experiment(config: StudyConfig, *, rule: DecisionRule = Decis
         write_text(tables / f"{label}.csv", table.to_csv())
     write_text(tables / "secondary.csv", secondary.to_csv())
     settings = {"primary": primary, "summaries": list(summaries), "rule": rule.describe(),
+                "intervals": ("bootstrap over seeds × probe images" if per_image is not None
+                              else "t over seeds"), "num_resamples": num_resamples,
                 "name": name, "config": config.fingerprint()}
     result = ExperimentResult(study, effects, summary, sweep, changes, secondary, claims, tables,
                               settings)

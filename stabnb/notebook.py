@@ -81,7 +81,7 @@ class Notebook:
     def claim(self, *args: Any, **fields: Any) -> Claim:
         """Record a :class:`~stabnb.claims.Claim` and print its verdict line.
 
-        Pass a ``Claim`` (``nb.claim(attribution_claim(...))``) or its fields, as
+        Pass a ``Claim`` (``nb.claim(summaries_claim(...))``) or its fields, as
         :class:`~stabnb.claims.Claim` takes them (``name, statement, passed, summary, numbers``,
         ``kind=``); ``passed=None`` means the numbers cannot decide. Keep ``summary`` to rounded
         numbers so the printed line is deterministic. A claim of the same name replaces the

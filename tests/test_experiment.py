@@ -26,14 +26,19 @@ def test_experiment_builds_effects_tables_and_claims(tmp_path):
                                        device="cpu")
     assert len(result.records) == 2 * 2 * 2                          # 2 models × 2 seeds × 2
     assert [c.name for c in result.claims] == [
-        "T_attribution_improves[tanh]", "T_summaries_change_little[tanh]",
-        "T_attribution_improves[relu]", "T_summaries_change_little[relu]"]
+        "T_attribution_improves[tanh/jacobian_spectral]", "T_attribution_improves[tanh/any spectral]",
+        "T_summaries_change_little[tanh]",
+        "T_attribution_improves[relu/jacobian_spectral]", "T_attribution_improves[relu/any spectral]",
+        "T_summaries_change_little[relu]"]
+    # intervals from the two-level bootstrap over seeds × probe images (the per-sample tables)
+    assert result.settings["intervals"] == "bootstrap over seeds × probe images"
+    assert result.effects[0].improvement.n == 2 * 8
     assert {e.model for e in result.effects} == {"tanh", "relu"}
     assert set(result.changes) == {"saliency"}
     for name in ("summary.csv", "sweep.csv", "changes_saliency.csv", "secondary.csv",
                  "effects.json"):
         assert (tmp_path / "tables" / name).exists(), name
     saved = json.loads((tmp_path / "tables" / "effects.json").read_text())
-    assert saved["settings"]["name"] == "T" and len(saved["claims"]) == 4
+    assert saved["settings"]["name"] == "T" and len(saved["claims"]) == 6
     again = regularisation_experiment(config, out_dir=tmp_path, name="T", device="cpu")
     assert [c.line() for c in again.claims] == [c.line() for c in result.claims]

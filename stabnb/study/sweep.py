@@ -66,6 +66,24 @@ class StudyResult:
                    for name, values in stored["columns"].items()}
         return EntropyLinkTable(columns, stored["settings"])
 
+    def samples(self) -> pd.DataFrame:
+        """Per-image values of the first probe method in every finished cell: the cell keys,
+        ``seed``, ``image`` (the probe image's index within its seed, shared by all of that
+        seed's cells) and ``<method>.<column>`` of its per-sample table — what a bootstrap over
+        images needs (:func:`stabnb.effects.regularizer_effects`)."""
+        method = self.config.probe.methods[0]
+        frames = []
+        for cell in study_cells(self.config):
+            path = self.out_dir / "cells" / f"{cell.name}.per_sample.json"
+            if not path.exists():
+                continue
+            table = self.per_sample(cell.model, cell.regularizer, cell.strength, cell.seed)
+            frame = pd.DataFrame({f"{method}.{k}": v.numpy() for k, v in table.columns.items()})
+            frames.append(frame.assign(model=cell.model, regularizer=cell.regularizer,
+                                       strength=cell.strength, seed=cell.seed,
+                                       image=range(len(frame))))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
 
 
 _CELL_FIX = ("delete that file and rerun run_study: the cell is recomputed (training resumes "
