@@ -120,7 +120,9 @@ def test_failing_notebook_exits_nonzero_while_others_complete(nbs: Path, tmp_pat
         "verdicts.ipynb": "ok", "fails.ipynb": "error", "nodata.ipynb": "data missing"}
     assert len(data["claims"]) == 2
     report = (out / "results/smoke/REPORT.md").read_text()
-    assert "- **fails.ipynb**: error: cell [3]: RuntimeError: fixture failure" in report
+    # The whole error as a block under the notebook's line, not in a table cell.
+    assert ("- **fails.ipynb**: error (executed notebook: `runs/smoke/fails.ipynb`):\n\n"
+            "  ```\n  cell [3]: RuntimeError: fixture failure") in report
     assert "DataSourceError: no copy of the fixture data set" in report
     executed = nbformat.read(out / "runs/smoke/fails.ipynb", as_version=4)
     assert any(o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", []))
