@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from stabnb.__main__ import main
+from stabnb.io import TEMP_NAME
 from stabnb.reproduce import NOTEBOOKS, reproduce
 from stabnb.reproduce import run as run_module
 
@@ -42,7 +43,8 @@ def claims_of(out: Path) -> list[dict]:
 
 
 def temp_files(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    """Temporary files left under ``out`` (the lock file ``.stabnb.lock`` stays, by design)."""
+    return [p for p in out.rglob("*") if TEMP_NAME.fullmatch(p.name)]
 
 
 def edit_source(path: Path, old: str, new: str) -> None:

@@ -188,7 +188,8 @@ def test_second_run_on_an_out_root_is_refused_or_waits(nbs: Path, tmp_path: Path
     assert first.poll() is None
 
     assert main(argv(nbs, out, "--wait")) == 0
-    assert first.poll() == 0  # the second run started once the first had finished
+    assert first.communicate(timeout=60)[1] is None and first.returncode == 0
+    # The second run started once the first had finished: it found both notebooks done.
     lines = capsys.readouterr().out
     assert "unchanged    sleeps.ipynb" in lines and "unchanged    verdicts.ipynb" in lines
     claims = json.loads((out / "results/smoke/claims.json").read_text())["claims"]
