@@ -132,6 +132,7 @@ def _init_worker(kernel_env: dict[str, str], parent: int, stopping: Any) -> None
         os.setpgrp()
     _WORKER.update(parent=parent, stop=stopping)
     signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the runner's handler, inherited by fork
     threading.Thread(target=_watch, daemon=True).start()
 
 

@@ -80,7 +80,8 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         force: rerun notebooks even when unchanged (finished study cells are reused).
         allow_cpu_paper: allow ``profile="paper"`` without a GPU (hours on a CPU).
         seed: the ``seed`` parameter of every notebook.
-        out_root: folder receiving ``runs/`` and ``results/``. Default: the working folder.
+        out_root: folder receiving ``results/``, ``runs/`` (study folders in ``runs/work``)
+            and ``figures/``. Default: the working folder.
         notebooks_dir: folder the default list is read from. Default: ``<project>/notebooks``.
         wait: when another run holds ``out_root``, wait for it instead of refusing.
         retrain: rerun the notebooks (as ``force``) and have their studies retrain finished
