@@ -2,19 +2,27 @@
 ``stabnb`` console script).
 
 Exit codes: 0 when every notebook ran (whether or not its claims reproduced) or every study
-cell finished, 1 when a notebook errored or cells failed, 2 for bad arguments, 130 when
-interrupted.
+cell finished, 1 when a notebook errored or cells failed, 2 for bad arguments, an unwritable
+--out-root or one another run holds, 130 / 143 when stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .notebook import PROFILES
 from .reproduce import reproduce
-from .study import EXECUTORS, StudyConfig, StudyFailed, check_folder, open_executor, run_study
+from .study import (
+    EXECUTORS,
+    StudyConfig,
+    StudyFailed,
+    check_folder,
+    open_executor,
+    run_study,
+)
 
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -40,11 +48,19 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpars
                      help="run only notebooks whose path matches (glob, or substring: E3, theory/)")
     run.add_argument("--seed", type=int, default=0, help="the seed parameter (default: 0)")
     run.add_argument("--force", action="store_true",
-                     help="rerun notebooks even when unchanged since their last successful run")
+                     help="rerun notebooks even when unchanged since their last successful run "
+                          "(finished study cells are reused; see --retrain)")
+    run.add_argument("--retrain", action="store_true",
+                     help="rerun the notebooks and retrain their studies' finished cells too "
+                          "(STABNB_RETRAIN for the kernels)")
+    run.add_argument("--wait", action="store_true",
+                     help="when another run uses the same --out-root, wait for it to finish "
+                          "(default: refuse at once, naming it)")
     run.add_argument("--allow-cpu-paper", action="store_true",
                      help="allow --profile paper without a GPU (takes hours)")
     run.add_argument("--out-root", default=".",
-                     help="folder receiving runs/ and results/ (default: the working folder)")
+                     help="folder receiving results/, runs/ (executed notebooks, and study "
+                          "folders in runs/work) and figures/ (default: the working folder)")
     study = commands.add_parser(
         "study", help="run a study's grid (TOML config) here, on Dask or on Slurm",
         description="Run every unfinished cell of the study in CONFIG.toml (the layout of "
@@ -102,9 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = reproduce(args.profile, device=args.device, jobs=args.jobs,
                            notebooks=args.notebooks or None, only=args.only, force=args.force,
                            allow_cpu_paper=args.allow_cpu_paper, seed=args.seed,
-                           out_root=args.out_root)
+                           out_root=args.out_root, wait=args.wait, retrain=args.retrain)
     except ValueError as err:
         reproduce_parser.error(str(err))
+    except OSError as err:  # an unwritable --out-root, or one another run holds
+        print(f"stabnb: error: {err}", file=sys.stderr)
+        return 2
     print(f"report: {result.report_path}")
     for run in result.failed:
         print(f"{run.status.upper()}: {run.path}: {run.error or run.note}")

@@ -24,7 +24,11 @@ import pandas as pd
 
 from .claims import Claim, attribution_claims, summaries_claim
 from .effects import (
-    DecisionRule, RegularizerEffect, format_table, regularizer_effects, relative_change_table,
+    DecisionRule,
+    RegularizerEffect,
+    format_table,
+    regularizer_effects,
+    relative_change_table,
     summary_table,
 )
 from .io import write_json, write_text

@@ -1,8 +1,10 @@
-"""Atomic file output: every file stabnb writes appears whole or not at all.
+"""Atomic file output: every file stabnb writes appears whole or not at all; one writer per folder.
 
 A writer fills a temporary file in the destination's folder and renames it into place
 (``os.replace`` is atomic on POSIX and Windows), so an interrupted run never leaves a
-half-written cache, checkpoint, figure or report behind.
+half-written cache, checkpoint, figure or report behind. A killed writer leaves its
+temporary file (:data:`TEMP_NAME`); :func:`remove_stale_temps` removes those of earlier runs.
+:func:`exclusive` keeps a folder to one run at a time.
 """
 
 from __future__ import annotations
@@ -14,27 +16,121 @@ import json
 import math
 import os
 import pickle
+import re
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import filelock
 import torch
 
-__all__ = ["atomic_open", "write_text", "write_json", "read_json", "save_torch", "load_torch",
+__all__ = ["TEMP_NAME", "FolderBusy", "temp_sibling", "remove_stale_temps", "exclusive",
+           "atomic_open", "write_text", "write_json", "read_json", "save_torch", "load_torch",
            "project_root", "source_digest", "to_jsonable"]
+
+
+# The name of every temporary file stabnb writes (temp_sibling): ".<name>.<8 random>.tmp[.ipynb]".
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.ipynb)?")
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = "") -> tuple[int, str]:
+    """Create ``.<name>.<random>.tmp<suffix>`` beside ``path`` (creating its folder); return
+    ``mkstemp``'s open descriptor and name.
+
+    Raises:
+        OSError: the folder cannot be written, with the folder named and what to do.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as err:
+        raise OSError(f"cannot write to {path.parent}: {err.strerror}; choose a writable "
+                      "folder (check its permissions or the setting that points there).") from err
+
+
+def remove_stale_temps(folders: Iterable[str | os.PathLike], before: float) -> list[Path]:
+    """Delete the temporary files (:data:`TEMP_NAME`) under ``folders`` last written before
+    ``before`` (a ``time.time()``), i.e. left by writers killed before then; return them.
+
+    Only stabnb's own temporary names are touched; a file still being written is newer.
+    """
+    removed = []
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        for path in folder.rglob(".*.tmp*") if folder.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if (TEMP_NAME.fullmatch(path.name) and path.is_file()
+                        and path.stat().st_mtime < before):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
+class FolderBusy(BlockingIOError):
+    """Another process holds the folder's :func:`exclusive` lock; ``holder`` says who."""
+
+    def __init__(self, message: str, holder: dict[str, Any]):
+        super().__init__(message)
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike, *, wait: bool = False,
+              advice: str = "wait for it to finish") -> Iterator[dict[str, Any]]:
+    """Hold ``<folder>/.stabnb.lock`` (``filelock``: released by the OS when the holder dies, even
+    by SIGKILL) for the block; yield the holder record written beside it in
+    ``.stabnb.lock.json``: ``pid``, ``host``, ``started`` (ISO time), ``since`` (``time.time()``)
+    and ``command``.
+
+    Args:
+        folder: the folder to keep to one process (created if missing).
+        wait: block until the holder releases it, instead of refusing.
+        advice: what the refusal tells the user to do (say, "pass --wait to wait for it").
+
+    Raises:
+        FolderBusy: ``wait`` is false and another process holds the lock; the message names
+            the holder (pid, host, start time, command) and repeats ``advice``.
+        OSError: the folder cannot be written.
+    """
+    folder = Path(folder)
+    lock_path, record_path = folder / ".stabnb.lock", folder / ".stabnb.lock.json"
+    fd, probe = temp_sibling(lock_path)  # a clear error for an unwritable folder
+    os.close(fd)
+    os.unlink(probe)
+    lock = filelock.FileLock(lock_path, timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            holder = read_json(record_path)
+            who = (f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: "
+                   f"{holder['command']}")
+        except (OSError, ValueError, KeyError):
+            holder, who = {}, "a process that has not written its details yet"
+        raise FolderBusy(f"{folder} is in use by another stabnb run ({who}); {advice}.",
+                         holder) from None
+    try:
+        since = time.time()
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(since)),
+                  "command": " ".join([Path(sys.orig_argv[0]).name, *sys.orig_argv[1:]])}
+        write_json(record_path, holder)
+        yield holder
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            record_path.unlink()
+        lock.release()
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OSError(f"cannot write to {path.parent}: {err.strerror}; choose a writable "
-                      "folder (check its permissions or the setting that points there).") from err
+    fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle

@@ -9,9 +9,8 @@ pixel units, whatever normalisation the data set records. Each records the per-s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from stabnb.__main__ import main
+from stabnb.io import TEMP_NAME
 from stabnb.reproduce import NOTEBOOKS, reproduce
 from stabnb.reproduce import run as run_module
 
@@ -42,7 +43,8 @@ def claims_of(out: Path) -> list[dict]:
 
 
 def temp_files(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    """Temporary files left under ``out`` (the lock file ``.stabnb.lock`` stays, by design)."""
+    return [p for p in out.rglob("*") if TEMP_NAME.fullmatch(p.name)]
 
 
 def edit_source(path: Path, old: str, new: str) -> None:
@@ -120,8 +122,9 @@ def test_failing_notebook_exits_nonzero_while_others_complete(nbs: Path, tmp_pat
         "verdicts.ipynb": "ok", "fails.ipynb": "error", "nodata.ipynb": "data missing"}
     assert len(data["claims"]) == 2
     report = (out / "results/smoke/REPORT.md").read_text()
-    assert "- **fails.ipynb**: error (executed notebook: `runs/smoke/fails.ipynb`):" in report
-    assert "  cell [3]: RuntimeError: fixture failure" in report
+    # The whole error as a block under the notebook's line, not in a table cell.
+    assert ("- **fails.ipynb**: error (executed notebook: `runs/smoke/fails.ipynb`):\n\n"
+            "  ```\n  cell [3]: RuntimeError: fixture failure") in report
     assert "DataSourceError: no copy of the fixture data set" in report
     executed = nbformat.read(out / "runs/smoke/fails.ipynb", as_version=4)
     assert any(o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", []))

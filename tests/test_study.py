@@ -17,8 +17,17 @@ import pytest
 import torch
 
 from stabnb.study import (
-    Cell, ModelSpec, ProbeConfig, StudyConfig, SubmititExecutor, load_study, load_study_data,
-    open_executor, run_study, study_cells, study_dir,
+    Cell,
+    ModelSpec,
+    ProbeConfig,
+    StudyConfig,
+    SubmititExecutor,
+    load_study,
+    load_study_data,
+    open_executor,
+    run_study,
+    study_cells,
+    study_dir,
 )
 from stabnb.train import TrainConfig
 
@@ -370,3 +379,27 @@ def test_a_missing_optional_dependency_names_its_extra(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"pip install 'stabnb\[dask\]'"):
         with open_executor("dask", folder=tmp_path, scheduler="tcp://127.0.0.1:1"):
             pass
+
+
+def test_retrain_recomputes_cells_finished_before_it(tmp_path, monkeypatch):
+    """``reproduce --retrain`` sets STABNB_RETRAIN to its start: older cells are recomputed once,
+    cells written since are kept (a notebook calling run_study twice trains once)."""
+    import os
+    import time
+
+    from stabnb.study.sweep import _forget_older_cells
+    cells, checkpoints = tmp_path / "cells", tmp_path / "checkpoints"
+    cells.mkdir()
+    checkpoints.mkdir()
+    old, ckpt = cells / "old.json", checkpoints / "old.pt"
+    for path in (old, ckpt):
+        path.write_text("{}")
+        os.utime(path, (time.time() - 100, time.time() - 100))
+    monkeypatch.setenv("STABNB_RETRAIN", f"{time.time() - 50:.3f}")
+    fresh = cells / "fresh.json"
+    fresh.write_text("{}")
+    _forget_older_cells(tmp_path)
+    assert not old.exists() and not ckpt.exists() and fresh.exists()
+    monkeypatch.setenv("STABNB_RETRAIN", "yes")
+    with pytest.raises(ValueError, match="STABNB_RETRAIN='yes'"):
+        _forget_older_cells(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def _claim_lines(claim: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_report(result: ReproduceResult, out_root: Path) -> str:
+def render_report(result: ReproduceResult) -> str:
     """REPORT.md: summary (claims counted apart from identities), the results table,
     provenance, the notebooks' states, then every claim and every identity with its numbers."""
     prov = result.provenance
@@ -110,11 +111,6 @@ def render_report(result: ReproduceResult, out_root: Path) -> str:
     claims = [c for c in every if _kind(c) == "claim"]
     identities = [c for c in every if _kind(c) == "identity"]
     states = Counter(run.status for run in result.notebooks)
-
-    def rel(path: str | None) -> str:
-        if path is None:
-            return "-"
-        return os.path.relpath(path, out_root) if Path(path).is_relative_to(out_root) else path
 
     def counts(items: list[dict[str, Any]]) -> str:
         found = Counter(c.get("verdict", "?") for c in items)
@@ -160,10 +156,12 @@ def render_report(result: ReproduceResult, out_root: Path) -> str:
     if problems:
         lines += ["", "## Skipped and failed notebooks", ""]
         for run in problems:
-            where = f" (executed notebook: `{rel(run.executed)}`)" if run.executed else ""
-            lines += [f"- **{run.path}**: {run.status}{where}:", "",
-                      "  ```", *("  " + line for line in (run.error or run.note).splitlines()),
-                      "  ```"]
+            where = f" (executed notebook: `{run.executed}`)" if run.executed else ""
+            text = run.error or run.note
+            # The whole message as a block; its fence outruns any backticks inside it.
+            fence = "`" * max(3, 1 + max(map(len, re.findall("`+", text)), default=0))
+            lines += [f"- **{run.path}**: {run.status}{where}:", "", f"  {fence}",
+                      *("  " + line for line in text.splitlines()), f"  {fence}"]
     for title, items in (("Claims", claims), ("Implementation identities", identities)):
         lines += ["", f"## {title}", ""]
         if title != "Claims":

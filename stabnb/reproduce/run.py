@@ -7,6 +7,7 @@ injected (``STABNB_PROGRESS=0``, ``MPLBACKEND=Agg`` in its environment). Outputs
 
     figures/<profile>/<name>.png, .pdf        figures (``STABNB_FIGURES_DIR`` for the kernels)
     runs/<profile>/<relative path>.ipynb      executed notebooks (errors included)
+    runs/work/<profile>/...                   study folders (``STABNB_WORK_DIR`` for the kernels)
     results/<profile>/<stem>.json             each notebook's claims (Notebook.finish)
     results/<profile>/manifest.json           fingerprints of the last runs (skip/resume)
     results/<profile>/claims.json, REPORT.md  every claim, its numbers, verdict, provenance
@@ -16,7 +17,14 @@ stabnb source files, and the library versions and ``STABNB_*``/``CI`` settings -
 the one recorded at its last successful run and its result file is still there, unchanged.
 The manifest is rewritten after every notebook, so an interrupted run resumes where it
 stopped. A failing notebook does not stop the others; it makes the exit code non-zero.
-A claim that does not reproduce is a result, not a failure.
+A claim that does not reproduce is a result, not a failure. Recorded paths are relative
+to the out-root (:mod:`~stabnb.reproduce.records`).
+
+One run at a time per out-root (:func:`stabnb.io.exclusive`): a second one is refused,
+naming the first, or waits for it (``wait``). It then removes the temporary files killed
+runs left under the out-root and in the data cache. SIGINT and SIGTERM stop the run
+cleanly (exit code 130 / 143); if the runner is killed, its workers and kernels die with
+it (:mod:`~stabnb.reproduce.execute`).
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ from typing import Any
 import torch
 
 from ..checks import resolve_device
-from ..io import write_json, write_text
+from ..data import default_cache_dir
+from ..io import exclusive, remove_stale_temps, write_json, write_text
 from ..notebook import PROFILES
-from .execute import run_notebooks
+from .execute import Stop, run_notebooks, stop_on_signals
 from .manifest import (
     KERNEL_ENV,
     Entry,
@@ -56,7 +65,8 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
               notebooks: list[str | os.PathLike] | None = None, only: list[str] | None = None,
               force: bool = False, allow_cpu_paper: bool = False, seed: int = 0,
               out_root: str | os.PathLike = ".",
-              notebooks_dir: str | os.PathLike | None = None) -> ReproduceResult:
+              notebooks_dir: str | os.PathLike | None = None, wait: bool = False,
+              retrain: bool = False) -> ReproduceResult:
     """Run the notebooks at ``profile`` on ``device`` and write the report.
 
     Args:
@@ -67,18 +77,25 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
             under ``notebooks_dir``, skipping (and reporting) those not written yet.
         only: keep the notebooks whose relative path matches one of these patterns
             (``fnmatch``; a pattern without wildcards matches as a substring, e.g. ``"E3"``).
-        force: rerun notebooks even when unchanged.
+        force: rerun notebooks even when unchanged (finished study cells are reused).
         allow_cpu_paper: allow ``profile="paper"`` without a GPU (hours on a CPU).
         seed: the ``seed`` parameter of every notebook.
-        out_root: folder receiving ``runs/`` and ``results/``. Default: the working folder.
+        out_root: folder receiving ``results/``, ``runs/`` (study folders in ``runs/work``)
+            and ``figures/``. Default: the working folder.
         notebooks_dir: folder the default list is read from. Default: ``<project>/notebooks``.
+        wait: when another run holds ``out_root``, wait for it instead of refusing.
+        retrain: rerun the notebooks (as ``force``) and have their studies retrain finished
+            cells too (``STABNB_RETRAIN=<start time>`` in the kernels' environment).
 
     Returns:
-        A :class:`ReproduceResult`; its ``exit_code`` is non-zero if a notebook errored.
+        A :class:`ReproduceResult`; its ``exit_code`` is non-zero if a notebook errored
+        (1) or a signal stopped the run (128 + its number).
 
     Raises:
         ValueError: unknown profile or device, ``paper`` without a GPU, a missing notebook
             path, a pattern matching nothing, ``jobs < 1``.
+        stabnb.io.FolderBusy: another run holds ``out_root`` and ``wait`` is false.
+        OSError: ``out_root`` cannot be written.
     """
     started = time.perf_counter()
     if profile not in PROFILES:
@@ -96,7 +113,18 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
     out_root = Path(out_root).resolve()
     results_dir, runs_dir = out_root / "results" / profile, out_root / "runs" / profile
     entries, absent = select(notebooks, only, notebooks_dir, results_dir, runs_dir)
+    advice = "wait for it to finish, or pass --wait (wait=True) to start when it does"
+    with exclusive(out_root, wait=wait, advice=advice) as holder, stop_on_signals() as stop:
+        remove_stale_temps([out_root, default_cache_dir()], before=holder["since"])
+        return _run(profile, resolved, jobs, entries, absent, notebooks, force or retrain,
+                    retrain, seed, out_root, started, stop)
 
+
+def _run(profile: str, resolved: torch.device, jobs: int, entries: list[Entry],
+         absent: list[str], notebooks: list[str | os.PathLike] | None, force: bool,
+         retrain: bool, seed: int, out_root: Path, started: float, stop: Stop) -> ReproduceResult:
+    """:func:`reproduce` once it holds ``out_root``: run what is stale, write the report."""
+    results_dir = out_root / "results" / profile
     parameters = {"profile": profile, "seed": seed, "device": str(resolved)}
     shared = {"parameters": digest(parameters), "environment": digest(environment())}
     for entry in entries:
@@ -114,9 +142,10 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         stale = stale_reason(record, entry)
         if not entry.selected:
             runs[entry.key] = recorded_run(entry, record, "not selected",
-                                            f"last state: {last_state(record, stale)}")
+                                            f"last state: {last_state(record, stale)}", out_root)
         elif stale is None and not force:
-            runs[entry.key] = recorded_run(entry, record, "unchanged", "reused last run")
+            runs[entry.key] = recorded_run(entry, record, "unchanged", "reused last run",
+                                            out_root)
         else:
             todo.append((entry, "forced" if force and stale is None else stale))
 
@@ -132,7 +161,7 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
 
     def finish(index: int, entry: Entry, outcome: dict[str, Any]) -> None:
         """Record a finished notebook in the manifest and print its line."""
-        run = runs[entry.key] = finished_run(entry, outcome, provenance["commit"])
+        run = runs[entry.key] = finished_run(entry, outcome, provenance["commit"], out_root)
         manifest.record(entry, run)
         print(f"[{index:>{width}}/{total}] {run.status:<12} {entry.key} "
               f"{run.wall_s:.1f} s  {run.error or verdict_counts(run.claims)}", flush=True)
@@ -143,13 +172,15 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         "label": f"[{index:>{width}}/{total}] {'start':<12} {entry.key} ({reason})"})
         for index, (entry, reason) in enumerate(todo, start=1)]
     results_dir.mkdir(parents=True, exist_ok=True)
-    kernel_env = {**KERNEL_ENV, "STABNB_FIGURES_DIR": str(out_root / "figures")}
+    kernel_env = {**KERNEL_ENV, "STABNB_FIGURES_DIR": str(out_root / "figures"),
+                  "STABNB_WORK_DIR": str(out_root / "runs" / "work")}
+    if retrain:  # study cells finished before this moment are recomputed (stabnb.study)
+        kernel_env["STABNB_RETRAIN"] = f"{time.time():.3f}"
     if resolved.type == "cpu" and jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
         # Kernels side by side must not oversubscribe the cores: OpenMP threads that outnumber
         # them spin against each other and slow small kernels many times over.
         kernel_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    unstarted = run_notebooks(tasks, jobs, finish, kernel_env)
-    interrupted = unstarted is not None
+    unstarted = run_notebooks(tasks, jobs, finish, kernel_env, stop)
     for entry in unstarted or ():
         runs[entry.key] = NotebookRun(entry.key, "interrupted",
                                       "not run: the run was interrupted; rerun to resume")
@@ -158,11 +189,11 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
     ordered = tuple(runs[key] for key in ordered_keys(entries, absent, notebooks))
     claims_path, report_path = results_dir / "claims.json", results_dir / "REPORT.md"
     result = ReproduceResult(profile, ordered, provenance, claims_path, report_path,
-                             interrupted)
+                             stop.signum)
     write_json(claims_path, {
         "profile": profile, "provenance": provenance,
         "notebooks": [{k: v for k, v in run.to_dict().items() if k != "claims"}
                       for run in ordered],
         "claims": [{"notebook": run.path, **claim} for run in ordered for claim in run.claims]})
-    write_text(report_path, render_report(result, out_root))
+    write_text(report_path, render_report(result))
     return result

@@ -37,12 +37,32 @@ Every file is written atomically. The cells run here, in local processes, or on 
 ``concurrent.futures.Executor`` (:mod:`stabnb.study.executors`: Dask, Slurm).
 """
 
-from .cell import StudyData, code_digest, evaluate_model, load_study_data, run_cell, stream_seed
+from .cell import (
+    StudyData,
+    code_digest,
+    evaluate_model,
+    load_study_data,
+    run_cell,
+    stream_seed,
+)
 from .config import (
-    DATASETS, DEFAULT_STRENGTHS, Cell, ModelSpec, ProbeConfig, StudyConfig, study_cells,
+    DATASETS,
+    DEFAULT_STRENGTHS,
+    Cell,
+    ModelSpec,
+    ProbeConfig,
+    StudyConfig,
+    study_cells,
 )
 from .executors import EXECUTORS, SubmititExecutor, open_executor
-from .sweep import StudyFailed, StudyResult, check_folder, load_study, run_study, study_dir
+from .sweep import (
+    StudyFailed,
+    StudyResult,
+    check_folder,
+    load_study,
+    run_study,
+    study_dir,
+)
 
 __all__ = ["DATASETS", "DEFAULT_STRENGTHS", "ModelSpec", "ProbeConfig", "StudyConfig", "Cell",
            "StudyData", "StudyResult", "StudyFailed", "SubmititExecutor", "EXECUTORS",

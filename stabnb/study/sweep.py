@@ -15,7 +15,13 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache
@@ -192,6 +198,27 @@ class _Display:
             self.bar.close()
 
 
+RETRAIN_ENV = "STABNB_RETRAIN"
+"""Set by ``python -m stabnb reproduce --retrain`` to the run's start (seconds since the epoch):
+cells and checkpoints written before it are recomputed, those written since are kept."""
+
+
+def _forget_older_cells(out: Path) -> None:
+    """With ``$STABNB_RETRAIN=<time>``, delete the cell records and checkpoints older than it."""
+    value = os.environ.get(RETRAIN_ENV)
+    if not value:
+        return
+    try:
+        since = float(value)
+    except ValueError:
+        raise ValueError(f"{RETRAIN_ENV}={value!r} must be a time in seconds since the epoch "
+                         "(python -m stabnb reproduce --retrain sets it); unset it.") from None
+    for folder in (out / "cells", out / "checkpoints"):
+        for path in folder.glob("*") if folder.is_dir() else ():
+            if path.is_file() and path.stat().st_mtime < since:
+                path.unlink()
+
+
 def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = "auto",
               jobs: int = 1, executor: Executor | None = None, retries: int = 2,
               threads: int | None = None, data: StudyData | None = None,
@@ -227,6 +254,7 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = 
         raise ValueError(f"retries={retries} must be ≥ 0.")
     out = Path(out_dir)
     _claim_folder(config, out)
+    _forget_older_cells(out)
     cells = study_cells(config)
     todo = [c for c in cells if not cell_path(out, c).exists()]
     resolved = resolve_device(device)
