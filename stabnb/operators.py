@@ -361,6 +361,8 @@ def _ntk_factors(model: nn.Module, layers: list[nn.Module],
             handle.remove()
     b = inputs.shape[0]
     num_classes = _check_logits(logits, b)
+    check_finite(logits.detach(), "model outputs (logits) for the parameter Jacobian",
+                 _NONFINITE_MODEL)
     if any(len(calls) != 1 for calls in records.values()) or any(
             type(m) is nn.Linear and records[m][0][0].dim() != 2 for m in layers):
         return None

@@ -30,7 +30,8 @@ from stabnb.operators import (
     ntk_gram,
     parameter_jacobian,
 )
-from stabnb.study import StudyConfig, _claim_folder, load_study, study_cells
+from stabnb.study import StudyConfig, load_study, study_cells
+from stabnb.study.sweep import _claim_folder
 from stabnb.train import TrainConfig, run_key, train
 
 DT = torch.float64
@@ -258,7 +259,8 @@ def test_corrupt_data_cache_is_rebuilt_with_a_warning(offline_root, tmp_path):
         load_dataset("cifar10", "test", offline_root=offline_root, cache_dir=tmp_path)
 
 
-TINY = {"dataset": "teacher", "models": ["mlp"], "seeds": [0], "epochs": 1, "regularizers": {},
+TINY = {"dataset": "teacher", "models": {"mlp": {"architecture": "mlp"}}, "seeds": [0],
+        "train": {"epochs": 1}, "regularizers": {},
         "teacher": {"dim": 8, "num_classes": 3, "widths": [16], "n_train": 64, "n_test": 32}}
 
 

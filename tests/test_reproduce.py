@@ -73,7 +73,7 @@ def test_run_reports_skips_unchanged_resumes_and_parallel_matches_serial(
     env = next(c for c in parallel_claims if c["name"] == "headless")["numbers"]
     # Two kernels side by side share the cores instead of oversubscribing them.
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
-    assert env == {"in_notebook_folder": True, "progress": "0", "backend": "Agg",
+    assert env == {"in_notebook_folder": True, "progress": "0", "backend": "module://matplotlib_inline.backend_inline",
                    "threads": threads, "profile": "smoke", "device": "cpu"}
     report = (out / "results/smoke/REPORT.md").read_text()
     for text in ("**large**: NOT REPRODUCED", "| torch |", "| captum |", "| commit |",
