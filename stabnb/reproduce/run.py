@@ -2,7 +2,8 @@
 
 Each notebook runs with papermill in a fresh ``python3`` kernel whose working folder is the
 notebook's own, with the parameters ``profile``, ``seed``, ``device`` and ``output_path``
-injected (``STABNB_PROGRESS=0``, ``MPLBACKEND=Agg`` in its environment). Outputs, under
+injected, and any others given (each declared by every selected notebook, else refused before
+anything runs) (``STABNB_PROGRESS=0``, ``MPLBACKEND=Agg`` in its environment). Outputs, under
 ``out_root``::
 
     figures/<profile>/<name>.png, .pdf        figures (``STABNB_FIGURES_DIR`` for the kernels)
@@ -34,6 +35,7 @@ from ..notebook import PROFILES
 from .execute import KERNEL_ENV, run_notebooks
 from .manifest import (
     Entry,
+    check_parameters,
     code_digest,
     digest,
     environment,
@@ -56,7 +58,8 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
               notebooks: list[str | os.PathLike] | None = None, only: list[str] | None = None,
               force: bool = False, allow_cpu_paper: bool = False, seed: int = 0,
               out_root: str | os.PathLike = ".",
-              notebooks_dir: str | os.PathLike | None = None) -> ReproduceResult:
+              notebooks_dir: str | os.PathLike | None = None,
+              parameters: dict[str, Any] | None = None) -> ReproduceResult:
     """Run the notebooks at ``profile`` on ``device`` and write the report.
 
     Args:
@@ -72,13 +75,16 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         seed: the ``seed`` parameter of every notebook.
         out_root: folder receiving ``runs/`` and ``results/``. Default: the working folder.
         notebooks_dir: folder the default list is read from. Default: ``<project>/notebooks``.
+        parameters: further papermill parameters injected into every selected notebook
+            (``{"num_inputs": 2}``); each must be declared by every selected notebook.
 
     Returns:
         A :class:`ReproduceResult`; its ``exit_code`` is non-zero if a notebook errored.
 
     Raises:
         ValueError: unknown profile or device, ``paper`` without a GPU, a missing notebook
-            path, a pattern matching nothing, ``jobs < 1``.
+            path, a pattern matching nothing, ``jobs < 1``, a parameter that a selected
+            notebook does not declare or that has its own argument (``profile``...).
     """
     started = time.perf_counter()
     if profile not in PROFILES:
@@ -95,9 +101,15 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         raise ValueError(f"jobs={jobs} must be at least 1.")
     out_root = Path(out_root).resolve()
     results_dir, runs_dir = out_root / "results" / profile, out_root / "runs" / profile
+    own = {"profile": profile, "seed": seed, "device": str(resolved)}
+    clashing = sorted(set(parameters or {}) & {*own, "output_path"})
+    if clashing:
+        raise ValueError(f"parameter(s) {clashing} are set by reproduce itself; use --profile, "
+                         "--seed or --device instead (output_path is always results/).")
     entries, absent = select(notebooks, only, notebooks_dir, results_dir, runs_dir)
+    check_parameters(entries, parameters or {})
 
-    parameters = {"profile": profile, "seed": seed, "device": str(resolved)}
+    parameters = {**own, **(parameters or {})}
     shared = {"parameters": digest(parameters), "environment": digest(environment())}
     for entry in entries:
         entry.fingerprint = {"code": code_digest(entry.source),
