@@ -9,9 +9,13 @@ cell finished, 1 when a notebook errored or cells failed, 2 for bad arguments, a
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .notebook import PROFILES
 from .reproduce import reproduce
@@ -47,6 +51,13 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpars
     run.add_argument("--only", nargs="+", metavar="PATTERN",
                      help="run only notebooks whose path matches (glob, or substring: E3, theory/)")
     run.add_argument("--seed", type=int, default=0, help="the seed parameter (default: 0)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), dest="parameters",
+                     help="inject a notebook parameter into every selected notebook, e.g. "
+                          "-p num_inputs 2 (VALUE read as a Python literal, else YAML); a name "
+                          "a selected notebook does not declare is refused")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     type=_name_value, dest="parameters", help="the same, as NAME=VALUE")
     run.add_argument("--force", action="store_true",
                      help="rerun notebooks even when unchanged since their last successful run "
                           "(finished study cells are reused; see --retrain)")
@@ -108,6 +119,26 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _name_value(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` split at the first ``=``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. num_inputs=2).")
+    return name, value
+
+
+def parse_value(text: str) -> Any:
+    """A parameter value as papermill's CLI reads one: a Python literal (``2``, ``1e-3``,
+    ``(16, 64)``, ``None``), else YAML (``true``, ``relu``), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit code."""
     parser, reproduce_parser, study_parser = _parser()
@@ -118,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = reproduce(args.profile, device=args.device, jobs=args.jobs,
                            notebooks=args.notebooks or None, only=args.only, force=args.force,
                            allow_cpu_paper=args.allow_cpu_paper, seed=args.seed,
-                           out_root=args.out_root, wait=args.wait, retrain=args.retrain)
+                           out_root=args.out_root, wait=args.wait, retrain=args.retrain,
+                           parameters={name: parse_value(value) for name, value in args.parameters})
     except ValueError as err:
         reproduce_parser.error(str(err))
     except OSError as err:  # an unwritable --out-root, or one another run holds

@@ -186,3 +186,25 @@ def test_notebook_named_like_a_report_file_is_refused(nbs: Path, tmp_path: Path)
     shutil.copy(nbs / "env.ipynb", nbs / "claims.ipynb")
     with pytest.raises(ValueError, match=r"\['claims'\] would overwrite"):
         reproduce("smoke", device="cpu", notebooks=[nbs / "claims.ipynb"], out_root=tmp_path)
+
+
+def test_unknown_parameter_is_refused_before_anything_runs(nbs: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    with pytest.raises(ValueError, match=r"\['num_inputs'\] are not declared by env.ipynb; "
+                                         r"its parameters are: profile, seed, device, output_path"):
+        reproduce("smoke", device="cpu", notebooks=[nbs / "env.ipynb"], out_root=tmp_path,
+                  parameters={"num_inputs": 2})
+    with pytest.raises(ValueError, match=r"\['seed'\] are set by reproduce itself"):
+        reproduce("smoke", device="cpu", notebooks=[nbs / "env.ipynb"], out_root=tmp_path,
+                  parameters={"seed": 1})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", str(nbs / "env.ipynb"), "--device", "cpu", "-p", "num_inputs", "2",
+              "--out-root", str(tmp_path)])
+    assert exit_info.value.code == 2 and "not declared by env.ipynb" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_parameter_values_are_read_like_papermill() -> None:
+    from stabnb.__main__ import parse_value
+    assert [parse_value(v) for v in ("2", "1e-3", "(16, 64)", "None", "true", "relu")] == \
+        [2, 1e-3, (16, 64), None, True, "relu"]

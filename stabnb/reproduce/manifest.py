@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import papermill
 import torch
 
 from ..io import project_root, read_json, source_digest, write_json
 from .provenance import version
 
 __all__ = [
-    "KERNEL_ENV", "NOTEBOOKS", "Entry", "select", "ordered_keys", "stale_reason", "last_state",
-    "read_manifest", "digest", "file_digest", "code_digest", "environment", "library_digest", "Manifest",
+    "KERNEL_ENV", "NOTEBOOKS", "Entry", "select", "check_parameters", "ordered_keys",
+    "stale_reason", "last_state", "read_manifest", "digest", "file_digest", "code_digest",
+    "environment", "library_digest", "Manifest",
 ]
 
 # Every notebook of the reproduction, in order, relative to <project>/notebooks.
@@ -107,6 +109,26 @@ def select(notebooks: list[str | os.PathLike] | None, only: list[str] | None,
                       key in selected)
                for key, path in zip(keys, paths) if key not in absent]
     return entries, [key for key in absent if key in selected]
+
+
+def check_parameters(entries: list[Entry], parameters: dict[str, Any]) -> None:
+    """Refuse, before anything runs, a parameter that a selected notebook does not declare.
+
+    papermill would inject an unknown name silently (a new cell after the ``parameters``
+    cell), so a misspelt size would run the whole notebook at the profile's value.
+
+    Raises:
+        ValueError: naming the notebook, the unknown parameter(s) and the ones it knows.
+    """
+    for entry in entries:
+        if not entry.selected:
+            continue
+        known = papermill.inspect_notebook(str(entry.source))
+        unknown = sorted(set(parameters) - set(known))
+        if unknown:
+            raise ValueError(f"parameter(s) {unknown} are not declared by {entry.key}; its "
+                             f"parameters are: {', '.join(known) or 'none'}. Check the spelling, "
+                             "or select the notebooks that take it with --only.")
 
 
 def _default_notebooks_dir() -> Path:

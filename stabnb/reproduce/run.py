@@ -2,7 +2,8 @@
 
 Each notebook runs with papermill in a fresh ``python3`` kernel whose working folder is the
 notebook's own, with the parameters ``profile``, ``seed``, ``device`` and ``output_path``
-injected (``STABNB_PROGRESS=0``, ``MPLBACKEND=Agg`` in its environment). Outputs, under
+injected, and any others given (each declared by every selected notebook, else refused before
+anything runs) (``STABNB_PROGRESS=0``, ``MPLBACKEND=Agg`` in its environment). Outputs, under
 ``out_root``::
 
     figures/<profile>/<name>.png, .pdf        figures (``STABNB_FIGURES_DIR`` for the kernels)
@@ -45,6 +46,7 @@ from .manifest import (
     KERNEL_ENV,
     Entry,
     Manifest,
+    check_parameters,
     code_digest,
     digest,
     environment,
@@ -66,7 +68,8 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
               force: bool = False, allow_cpu_paper: bool = False, seed: int = 0,
               out_root: str | os.PathLike = ".",
               notebooks_dir: str | os.PathLike | None = None, wait: bool = False,
-              retrain: bool = False) -> ReproduceResult:
+              retrain: bool = False,
+              parameters: dict[str, Any] | None = None) -> ReproduceResult:
     """Run the notebooks at ``profile`` on ``device`` and write the report.
 
     Args:
@@ -86,6 +89,8 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         wait: when another run holds ``out_root``, wait for it instead of refusing.
         retrain: rerun the notebooks (as ``force``) and have their studies retrain finished
             cells too (``STABNB_RETRAIN=<start time>`` in the kernels' environment).
+        parameters: further papermill parameters injected into every selected notebook
+            (``{"num_inputs": 2}``); each must be declared by every selected notebook.
 
     Returns:
         A :class:`ReproduceResult`; its ``exit_code`` is non-zero if a notebook errored
@@ -93,7 +98,8 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
 
     Raises:
         ValueError: unknown profile or device, ``paper`` without a GPU, a missing notebook
-            path, a pattern matching nothing, ``jobs < 1``.
+            path, a pattern matching nothing, ``jobs < 1``, a parameter that a selected
+            notebook does not declare or that has its own argument (``profile``...).
         stabnb.io.FolderBusy: another run holds ``out_root`` and ``wait`` is false.
         OSError: ``out_root`` cannot be written.
     """
@@ -112,20 +118,26 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
         raise ValueError(f"jobs={jobs} must be at least 1.")
     out_root = Path(out_root).resolve()
     results_dir, runs_dir = out_root / "results" / profile, out_root / "runs" / profile
+    own = {"profile": profile, "seed": seed, "device": str(resolved)}
+    clashing = sorted(set(parameters or {}) & {*own, "output_path"})
+    if clashing:
+        raise ValueError(f"parameter(s) {clashing} are set by reproduce itself; use --profile, "
+                         "--seed or --device instead (output_path is always results/).")
     entries, absent = select(notebooks, only, notebooks_dir, results_dir, runs_dir)
+    check_parameters(entries, parameters or {})
     advice = "wait for it to finish, or pass --wait (wait=True) to start when it does"
     with exclusive(out_root, wait=wait, advice=advice) as holder, stop_on_signals() as stop:
         remove_stale_temps([out_root, default_cache_dir()], before=holder["since"])
         return _run(profile, resolved, jobs, entries, absent, notebooks, force or retrain,
-                    retrain, seed, out_root, started, stop)
+                    retrain, {**own, **(parameters or {})}, seed, out_root, started, stop)
 
 
 def _run(profile: str, resolved: torch.device, jobs: int, entries: list[Entry],
          absent: list[str], notebooks: list[str | os.PathLike] | None, force: bool,
-         retrain: bool, seed: int, out_root: Path, started: float, stop: Stop) -> ReproduceResult:
+         retrain: bool, parameters: dict[str, Any], seed: int, out_root: Path, started: float,
+         stop: Stop) -> ReproduceResult:
     """:func:`reproduce` once it holds ``out_root``: run what is stale, write the report."""
     results_dir = out_root / "results" / profile
-    parameters = {"profile": profile, "seed": seed, "device": str(resolved)}
     shared = {"parameters": digest(parameters), "environment": digest(environment())}
     for entry in entries:
         entry.fingerprint = {"code": code_digest(entry.source),
