@@ -18,3 +18,15 @@ def test_study_notebook_claims_match_the_smoke_reference(key):
     assert smoke_claims(key, ROOT / "notebooks") == reference[key], (
         f"{key}: claims at smoke differ from {REFERENCE.name}; if the change is deliberate, run "
         "`make smoke-reference` and say in the commit which verdicts moved.")
+
+
+def test_nbval_skips_exactly_the_study_notebooks():
+    import fnmatch
+    import tomllib
+
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    pattern = options["addopts"].split("--ignore-glob=")[1].split()[0]
+    found = sorted(p.relative_to(ROOT / "notebooks").as_posix()
+                   for p in (ROOT / "notebooks").rglob("*.ipynb")
+                   if fnmatch.fnmatch(p.relative_to(ROOT).as_posix(), pattern))
+    assert found == sorted(STUDY_NOTEBOOKS)

@@ -28,7 +28,8 @@ STUDY_NOTEBOOKS = (
     "experiments/E5_entropy_instability.ipynb",
     "experiments/E6_cifar100.ipynb",
 )
-"""Notebooks that train networks: checked at ``smoke`` against the reference, not by nbval."""
+"""Notebooks that train networks: checked at ``smoke`` against the reference, not by nbval
+(``pyproject.toml`` ignores them for nbval; a test keeps the two lists equal)."""
 
 
 def smoke_claims(key: str, notebooks_dir: str | os.PathLike) -> list[dict[str, Any]]:
