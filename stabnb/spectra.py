@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .operators import LinearOperator
+from .rng import resolve_generator
 
 __all__ = [
     "LanczosResult", "PowerIterationResult", "TraceEstimate", "SpectralDensity",
@@ -144,15 +145,6 @@ def _square_dim(A: Operator) -> int:
         if not bool(torch.isfinite(A).all()):
             raise ValueError("A contains NaN/Inf; clean it before computing its spectrum.")
     return shape[0]
-
-
-def _generator(generator: torch.Generator | None, seed: int | None,
-               device: torch.device) -> torch.Generator:
-    if generator is not None:
-        return generator
-    if seed is None:
-        raise ValueError("pass a seed (int) or a torch.Generator; both were None.")
-    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 def _draw(shape: tuple[int, ...], distribution: str, generator: torch.Generator,
@@ -281,7 +273,7 @@ def power_iteration(A: Operator, *, num_iters: int = 100, tol: float = 1e-3,
     """
     dim = _square_dim(A)
     num_iters = _positive_int(num_iters, "num_iters")
-    gen = _generator(generator, seed, A.device)
+    gen = resolve_generator(generator, seed, device=A.device)
     v = _start_vector(A, dim, v0, gen)
     theta, residual, converged = 0.0, math.inf, False
     for it in range(num_iters):
@@ -354,7 +346,7 @@ def lanczos(A: Operator, k: int = 1, *, num_iters: int | None = None, tol: float
     if num_iters < k:
         raise ValueError(f"num_iters={num_iters} must be at least k={k}.")
     num_iters = min(num_iters, dim)
-    gen = _generator(generator, seed, A.device)
+    gen = resolve_generator(generator, seed, device=A.device)
     q = _start_vector(A, dim, v0, gen)
     sign = 1.0 if which == "largest" else -1.0
 
@@ -498,7 +490,7 @@ def hutchinson_trace(A: Operator, num_matvecs: int, *, distribution: str = "rade
     """
     dim = _square_dim(A)
     num_matvecs = _positive_int(num_matvecs, "num_matvecs")
-    gen = _generator(generator, seed, A.device)
+    gen = resolve_generator(generator, seed, device=A.device)
     Z = _draw((dim, num_matvecs), distribution, gen, A)
     samples = (Z * _probe_products(A, Z, block, "Hutchinson probe")).sum(0)
     std_error = float(samples.std() / math.sqrt(num_matvecs)) if num_matvecs > 1 else math.inf
@@ -533,7 +525,7 @@ def hutchpp_trace(A: Operator, num_matvecs: int, *, distribution: str = "rademac
         raise ValueError(f"num_matvecs={num_matvecs} must be a multiple of 3 for Hutch++; use "
                          f"{low or 3} or {low + 3}.")
     third = num_matvecs // 3
-    gen = _generator(generator, seed, A.device)
+    gen = resolve_generator(generator, seed, device=A.device)
     S = _draw((dim, third), distribution, gen, A)
     G = _draw((dim, third), distribution, gen, A)
     Q, _ = torch.linalg.qr(_probe_products(A, S, block, "Hutch++ sketch"))
@@ -611,7 +603,7 @@ def control_variate_trace(A: Operator, num_matvecs: int, *, distribution: str = 
     if num_matvecs < 6:
         raise ValueError(f"num_matvecs={num_matvecs} is too small for control_variate_trace "
                          "(at least 6); use hutchinson_trace for fewer products.")
-    gen = _generator(generator, seed, A.device)
+    gen = resolve_generator(generator, seed, device=A.device)
     Z = _draw((dim, num_matvecs), distribution, gen, A)
     Y = _probe_products(A, Z, block, "control-variate probe")
     samples = (Z * Y).sum(0)
@@ -674,7 +666,7 @@ def slq_density(A: Operator, *, num_iters: int = 50, num_samples: int = 4,
     num_iters = min(_positive_int(num_iters, "num_iters"), dim)
     num_samples = _positive_int(num_samples, "num_samples")
     num_points = _positive_int(num_points, "num_points")
-    gen = _generator(generator, seed, A.device)
+    gen = resolve_generator(generator, seed, device=A.device)
     nodes = torch.zeros(num_samples, num_iters, dtype=torch.float64)
     weights = torch.zeros(num_samples, num_iters, dtype=torch.float64)
     num_matvecs = 0

@@ -26,6 +26,7 @@ from ..data import matrix_with_spectrum, spectrum_profile, with_weight_spectra
 from ..models import MLP, initialize
 from ..operators import input_jacobian_singular_values
 from ..rng import resolve_generator
+from ..stats import spearman
 from ..summaries import effective_rank, spectral_entropy, stable_rank
 from .sensitivity import TypicalSensitivityCheck
 
@@ -189,15 +190,6 @@ class ConcentrationSummary:
         return dict(self.__dict__)
 
 
-def _ranks(values: torch.Tensor) -> torch.Tensor:
-    return torch.argsort(torch.argsort(values)).to(torch.float64)
-
-
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra, rb = _ranks(a) - (a.numel() - 1) / 2, _ranks(b) - (b.numel() - 1) / 2
-    return float((ra * rb).sum() / torch.sqrt((ra ** 2).sum() * (rb ** 2).sum()))
-
-
 def concentration_summary(result: TypicalSensitivityCheck) -> ConcentrationSummary:
     """Spearman ρ of typical sensitivity with exp(H) and srank, and the spreads, for a family.
 
@@ -210,8 +202,8 @@ def concentration_summary(result: TypicalSensitivityCheck) -> ConcentrationSumma
                          "rank correlation; use at least 3.")
     typical, worst = result.monte_carlo, result.worst_case
     return ConcentrationSummary(
-        spearman_entropy=_spearman(result.effective_rank, typical),
-        spearman_stable_rank=_spearman(result.stable_rank, typical),
+        spearman_entropy=float(spearman(result.effective_rank, typical)),
+        spearman_stable_rank=float(spearman(result.stable_rank, typical)),
         typical_spread=float(typical.max() / typical.min()),
         worst_case_spread=float(worst.max() / worst.min()),
         z_max=float(((typical - result.frobenius) / result.monte_carlo_se).abs().max()),
