@@ -32,8 +32,8 @@ from ..data import load_dataset
 from ..entropy_link import EntropyLinkTable, per_sample_table
 from ..gmsi import COMPONENTS, gmsi
 from ..io import read_json, source_digest, write_json
-from ..models import MLP, build_model, initialize
-from ..regularizers import BASELINE, make_regularizer
+from ..models import MLP, build_model, initialize, smooth_activations
+from ..regularizers import ARCHITECTURAL, BASELINE, make_regularizer
 from ..train import evaluate_accuracy, train
 from .config import Cell, StudyConfig
 
@@ -142,7 +142,10 @@ def _build(config: StudyConfig, data: StudyData, cell: Cell) -> nn.Module:
     spec = config.models[cell.model]
     model = build_model(spec.architecture, data.input_shape, data.num_classes, mean=data.mean,
                         std=data.std, **spec.kwargs)
-    return initialize(model, _generator(cell.seed, "init"))
+    model = initialize(model, _generator(cell.seed, "init"))
+    if cell.regularizer in ARCHITECTURAL:      # the same initial weights, smooth activations
+        smooth_activations(model, cell.strength)
+    return model
 
 
 def _method_kwargs(config: StudyConfig, method: str) -> dict[str, Any]:

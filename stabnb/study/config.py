@@ -32,23 +32,28 @@ __all__ = ["DATASETS", "DEFAULT_STRENGTHS", "ModelSpec", "ProbeConfig", "StudyCo
 
 DATASETS = ("mnist", "cifar10", "cifar100", "teacher")
 
-# λ grids per data set and regulariser, in half-decade steps. The largest λ of each costs about
-# one point of clean accuracy (a calibration sweep, single seed, 3 epochs: MNIST with the MLP on
-# 10k images, CIFAR-10 with the small CNN on 5k; command and numbers in the README,
-# "Regularisation strengths"). CIFAR-100 reuses CIFAR-10's grid and the teacher task MNIST's,
-# both uncalibrated. The studies pick each regulariser's *modest* λ from the grid by accuracy
-# alone (stabnb.effects.modest_strengths), never by the stability outcome.
+# λ grids per data set and regulariser and control, in half-decade steps. Each runs from about
+# no accuracy cost to clearly more than one point, so the accuracy–stability frontier crosses the
+# one-point budget (a sweep at the quick sizes, one seed: benchmarks/calibrate_strengths.py, numbers
+# in the README, "Regularisation strengths"); noise augmentation costs nothing on either data set
+# and its grid stops at three noisy copies' worth. The smooth-activation control's λ is the
+# softplus temperature 1/β. CIFAR-100 reuses CIFAR-10's grid and the teacher task MNIST's, both
+# uncalibrated. A study's "modest" λ is read off its own frontier (stabnb.effects.modest_strengths).
 _MNIST_GRID = {
-    "jacobian_spectral": (1e-3, 3e-3, 1e-2),
-    "jacobian_frobenius": (3e-4, 1e-3, 3e-3),
-    "weight_spectral": (3e-3, 1e-2, 3e-2),
-    "input_curvature": (0.1, 0.3, 1.0),
+    "jacobian_spectral": (3e-3, 1e-2, 3e-2, 0.1),
+    "jacobian_frobenius": (1e-3, 3e-3, 1e-2, 3e-2),
+    "weight_spectral": (3e-3, 1e-2, 3e-2, 0.1),
+    "input_curvature": (0.3, 1.0, 3.0, 10.0),
+    "noise_augmentation": (0.1, 0.3, 1.0, 3.0),
+    "smooth_activation": (0.03, 0.1, 0.3, 1.0),
 }
 _CIFAR_GRID = {
-    "jacobian_spectral": (1e-4, 3e-4, 1e-3),
-    "jacobian_frobenius": (1e-4, 3e-4, 1e-3),
-    "weight_spectral": (1e-3, 3e-3, 1e-2),
-    "input_curvature": (1e-2, 3e-2, 1e-1),
+    "jacobian_spectral": (1e-3, 3e-3, 1e-2, 3e-2),
+    "jacobian_frobenius": (3e-4, 1e-3, 3e-3, 1e-2),
+    "weight_spectral": (3e-4, 1e-3, 3e-3, 1e-2),
+    "input_curvature": (1e-2, 3e-2, 0.1, 0.3),
+    "noise_augmentation": (0.1, 0.3, 1.0, 3.0),
+    "smooth_activation": (0.01, 0.03, 0.1, 0.3),
 }
 DEFAULT_STRENGTHS: dict[str, dict[str, tuple[float, ...]]] = {
     "mnist": _MNIST_GRID, "cifar10": _CIFAR_GRID, "cifar100": _CIFAR_GRID, "teacher": _MNIST_GRID,
@@ -215,6 +220,11 @@ class StudyConfig:
                                  "finite and > 0 (λ = 0 is the baseline, always included).")
             grids[name] = tuple(sorted(set(grid)))
         object.__setattr__(self, "regularizers", grids)
+        smoothed = [n for n, spec in self.models.items()
+                    if spec.kwargs.get("activation", "relu") != "relu"]
+        if "smooth_activation" in grids and smoothed:
+            raise ValueError(f"the smooth_activation control swaps ReLU for softplus, but models "
+                             f"{smoothed} are not ReLU networks; drop the control or those models.")
         object.__setattr__(self, "regularizer_kwargs", _plain(dict(self.regularizer_kwargs)))
         object.__setattr__(self, "teacher", _plain(dict(self.teacher)))
         if self.train_size is not None and self.train_size < 1:
