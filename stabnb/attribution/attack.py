@@ -129,8 +129,9 @@ def attribution_attack(model: nn.Module, inputs: Tensor, *, epsilon: float, step
     accepted = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for _ in range(int(steps)):
         point = current.clone().requires_grad_(True)
+        # a piecewise-linear surrogate (no ReLU to smooth) has a constant saliency: no gradient
         grad, = torch.autograd.grad(_mass_outside(surrogate, point, target, clean_top).sum(),
-                                    point)
+                                    point, allow_unused=True, materialize_grads=True)
         moved = torch.minimum(torch.maximum(current - alpha * grad.sign(), x - epsilon),
                               x + epsilon).clamp(low, high)
         with torch.no_grad():
