@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ..attribution import METHODS
+from ..attribution import IMAGE_FAMILIES, METHODS, parse_perturbation
 from ..models import ARCHITECTURES
 from ..regularizers import BASELINE, REGULARIZERS
 from ..train import TrainConfig
@@ -104,6 +104,16 @@ class ProbeConfig:
             and Jacobian spectra. Default: 256.
         gmsi_size: the first ``gmsi_size`` probe images for the GMSI (an O(n³) NTK and a Hessian
             Lanczos run); 0 leaves the GMSI out. Default: 128.
+        heldout: perturbation families never used in training, as
+            :func:`stabnb.attribution.parse_perturbation` specs; the saliency's change under
+            them is the primary metric (``heldout.*``). ``translate``/``blur`` apply to image
+            inputs only (:meth:`families_for`). Default: Gaussian σ 0.02 and 0.1, uniform L∞
+            0.05, translation by 1 pixel, blur of width up to 0.5 pixels.
+        attack_steps: projected steps of the attack on the saliency
+            (:func:`stabnb.attribution.attribution_attack`); 0 leaves the attack out. Default: 10.
+        attack_epsilon: the attack's L∞ radius in pixels. Default: 0.05.
+        quality: measure input dependence, the model-randomisation check, deletion
+            faithfulness and the ReLU gate mechanism. Default: True.
     """
 
     methods: tuple[str, ...] = ("saliency", "integrated_gradients", "smoothgrad")
@@ -115,6 +125,11 @@ class ProbeConfig:
     eval_size: int | None = 2000
     probe_size: int = 256
     gmsi_size: int = 128
+    heldout: tuple[str, ...] = ("gaussian:0.02", "gaussian:0.1", "uniform:0.05", "translate:1",
+                                "blur:0.5")
+    attack_steps: int = 10
+    attack_epsilon: float = 0.05
+    quality: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str) or not len(self.methods):
@@ -130,6 +145,39 @@ class ProbeConfig:
         if not 0 <= self.gmsi_size <= self.probe_size:
             raise ValueError(f"gmsi_size={self.gmsi_size} must be in 0..probe_size={self.probe_size} "
                              "(the GMSI uses the first probe inputs).")
+        if isinstance(self.heldout, str) or not len(self.heldout):
+            raise ValueError(f"probe.heldout must be a non-empty list of specs such as "
+                             f"('gaussian:0.02', 'translate:1'); got {self.heldout!r}.")
+        object.__setattr__(self, "heldout", tuple(self.heldout))
+        for spec in self.heldout:
+            parse_perturbation(spec)
+        if len(set(self.heldout)) < len(self.heldout):
+            raise ValueError(f"probe.heldout={self.heldout} names a family twice; list each once.")
+        if isinstance(self.attack_steps, bool) or int(self.attack_steps) != self.attack_steps \
+                or self.attack_steps < 0:
+            raise ValueError(f"probe.attack_steps={self.attack_steps} must be an integer ≥ 0 "
+                             "(0 leaves the attack out), e.g. 10.")
+        if not (isinstance(self.attack_epsilon, (int, float)) and
+                math.isfinite(self.attack_epsilon) and self.attack_epsilon > 0):
+            raise ValueError(f"probe.attack_epsilon={self.attack_epsilon} must be a positive L∞ "
+                             "radius in pixels, e.g. 0.05.")
+        if not isinstance(self.quality, bool):
+            raise ValueError(f"probe.quality={self.quality!r} must be true or false.")
+
+    def families_for(self, input_shape: tuple[int, ...]) -> tuple[str, ...]:
+        """The held-out specs that apply to inputs of ``input_shape``: all for images
+        ``(C, H, W)``, without ``translate``/``blur`` for flat inputs ``(d,)``.
+
+        Raises:
+            ValueError: no held-out family is left for flat inputs.
+        """
+        if len(input_shape) == 3:
+            return self.heldout
+        kept = tuple(s for s in self.heldout if parse_perturbation(s)[0] not in IMAGE_FAMILIES)
+        if not kept:
+            raise ValueError(f"probe.heldout={self.heldout} holds only image families, but the "
+                             f"inputs have shape {tuple(input_shape)}; add e.g. 'gaussian:0.02'.")
+        return kept
 
 
 _REQUIRED = ("dataset", "models", "regularizers", "seeds", "train")
