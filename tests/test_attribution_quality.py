@@ -64,6 +64,8 @@ def test_randomisation_redraws_layers_from_the_top_and_ranks_by_hand():
             assert float(check.spearman[stage, i]) == pytest.approx(
                 spearmanr(reference[i], moved[i]).statistic, abs=1e-12)
     torch.testing.assert_close(check.randomised, check.spearman[-1])
+    last = model_randomisation(model, x, generator=gen(2), cascade=False)
+    assert last.spearman.shape == (1, 3) and torch.equal(last.randomised, check.randomised)
 
 
 def test_randomisation_refuses_a_stochastic_method():

@@ -68,7 +68,7 @@ class RandomisationCheck:
         layers: names of the layers re-initialised, output first; stage s has re-initialised
             ``layers[:s + 1]``.
         spearman: ``(stages, n)`` Spearman ρ between ``|a|`` of the trained and the stage's
-            model, same target class.
+            model, same target class (one row, the last stage, without ``cascade``).
     """
 
     layers: tuple[str, ...]
@@ -81,8 +81,8 @@ class RandomisationCheck:
 
 
 def model_randomisation(model: nn.Module, inputs: Tensor, target: Tensor | None = None, *,
-                        generator: torch.Generator,
-                        method: str = "saliency") -> RandomisationCheck:
+                        generator: torch.Generator, method: str = "saliency",
+                        cascade: bool = True) -> RandomisationCheck:
     """Re-initialise every ``Linear``/``Conv2d`` layer, from the output down, cumulatively.
 
     Each stage redraws one more layer with :func:`stabnb.models.initialize` from ``generator``
@@ -94,6 +94,9 @@ def model_randomisation(model: nn.Module, inputs: Tensor, target: Tensor | None 
         target: classes attributed. Default: the trained model's predictions.
         generator: draws the new weights (any device; values are copied to the layer's).
         method: a deterministic method name of :data:`stabnb.attribution.METHODS`.
+        cascade: attribute after every stage; False attributes only after the last (the same
+            redraws, so ``randomised`` is unchanged, at one attribution pass instead of one
+            per layer; ``spearman`` then has one row). Default: True.
 
     Raises:
         ValueError: a stochastic method (SmoothGrad), or a model without such layers.
@@ -112,10 +115,11 @@ def model_randomisation(model: nn.Module, inputs: Tensor, target: Tensor | None 
     if not layers:
         raise ValueError("model has no Linear or Conv2d layer to re-initialise.")
     stages = []
-    for _, layer in layers:
+    for index, (_, layer) in enumerate(layers):
         initialize(layer, generator)
-        stage = attribution_method(method, randomised)(x, target).flatten(1).abs()
-        stages.append(spearman(reference, stage))
+        if cascade or index == len(layers) - 1:
+            stage = attribution_method(method, randomised)(x, target).flatten(1).abs()
+            stages.append(spearman(reference, stage))
     return RandomisationCheck(tuple(name for name, _ in layers), torch.stack(stages))
 
 

@@ -56,7 +56,8 @@ SPECTRAL_COLUMNS = ("operator_norm", "spectral_entropy", "effective_rank", "stab
 ATTACK_IMAGES = 64
 """The attack runs on the first probe images only (its steps cost double backward passes)."""
 SANITY_IMAGES = 32
-"""The randomisation check runs on the first probe images only (one saliency pass per layer)."""
+"""The randomisation check runs on the first probe images only (the study keeps only its
+fully randomised stage, one saliency pass)."""
 TIMING_FIELDS = ("train_seconds", "eval_seconds")
 """Record fields that vary between identical runs (with ``provenance.wall_seconds``, ``.host``)."""
 
@@ -215,7 +216,8 @@ def _saliency_columns(model: nn.Module, probe: ProbeConfig, input_shape: tuple[i
         columns["dependence.between_inputs"] = between
         columns["dependence.ratio"] = columns["heldout.relative_l2"].to(between) / between
         sanity = model_randomisation(model, x[:SANITY_IMAGES], target[:SANITY_IMAGES],
-                                     generator=_generator(noise_seed, "sanity", device))
+                                     generator=_generator(noise_seed, "sanity", device),
+                                     cascade=False)
         columns["sanity.randomised_spearman"] = _padded(sanity.randomised, n)
         deletion = deletion_faithfulness(model, x, clean, target,
                                          generator=_generator(noise_seed, "faithfulness", device))
