@@ -289,7 +289,7 @@ def test_study_dir_is_keyed_by_the_code_a_cell_runs(monkeypatch, tmp_path):
     edit("train.py", "model.eval()\n    logits", "model.eval()\n    logits = None\n    logits")
     second = key()
     assert second != first
-    edit("regularizers.py", "shares_forward = False", "shares_forward = bool(0)")
+    edit("regularizers/_base.py", "shares_forward = False", "shares_forward = bool(0)")
     assert key() not in (first, second)
     monkeypatch.setenv("STABNB_WORK_DIR", str(tmp_path))
     config = StudyConfig.from_dict(TINY)
@@ -329,12 +329,15 @@ def test_probe_config_checks_the_probe_fields_and_drops_image_families_for_flat_
     probe = ProbeConfig()
     assert probe.families_for((1, 28, 28)) == probe.heldout
     assert probe.families_for((64,)) == ("gaussian:0.02", "gaussian:0.1", "uniform:0.05")
+    assert probe.families_for((1, 28, 28), aside=True) == ("translate:1",)
+    assert probe.families_for((64,), aside=True) == ()
     with pytest.raises(ValueError, match="holds only image families"):
         ProbeConfig(heldout=("blur:0.5",)).families_for((64,))
     for fields, message in [({"heldout": "gaussian:0.02"}, "non-empty list of specs"),
                             ({"heldout": []}, "non-empty list of specs"),
                             ({"heldout": ["gauss:0.1"]}, "'gauss' is unknown"),
-                            ({"heldout": ["blur:0.5", "blur:0.5"]}, "names a family twice"),
+                            ({"heldout": ["blur:0.5", "blur:0.5"]}, "name a family twice"),
+                            ({"aside": ["gaussian:0.02"]}, "name a family twice"),
                             ({"attack_steps": -1}, "attack_steps=-1 must be an integer"),
                             ({"attack_steps": 2.5}, "attack_steps=2.5 must be an integer"),
                             ({"attack_epsilon": 0}, "attack_epsilon=0 must be a positive"),
@@ -367,8 +370,9 @@ def test_evaluate_model_gives_every_probe_column_finite(kind):
     model = _build(config, data, study_cells(config)[0])
     metrics, table = evaluate_model(model, config, data, noise_seed=0)
     families = config.probe.families_for(data.input_shape)
-    assert len(families) == (3 if kind == "flat" else 5)
-    names = [f"family.{s}.{m}" for s in families for m in ("relative_l2", "top_k")]
+    aside = config.probe.families_for(data.input_shape, aside=True)
+    assert (len(families), len(aside)) == ((3, 0) if kind == "flat" else (4, 1))
+    names = [f"family.{s}.{m}" for s in (*families, *aside) for m in ("relative_l2", "top_k")]
     for name in (*names, *PROBE_COLUMNS):
         assert math.isfinite(metrics[name]), name
         assert table[name].shape == (6,), name

@@ -185,14 +185,14 @@ def _padded(values: Tensor, n: int) -> Tensor:
 
 def _saliency_columns(model: nn.Module, probe: ProbeConfig, input_shape: tuple[int, ...],
                       x: Tensor, noise_seed: int) -> dict[str, Tensor]:
-    """Per-image columns of the saliency beyond the training family: each held-out family,
-    their mean (``heldout.*``), the attack, and (``probe.quality``) input dependence, the
+    """Per-image columns of the saliency beyond the training family: each held-out and aside
+    family, the held-out families' mean (``heldout.*``), the attack, and (``probe.quality``) input dependence, the
     randomisation check, deletion faithfulness and the ReLU gates. Each draw has its own
     stream of ``noise_seed`` (one purpose per family, the attack, sanity, faithfulness)."""
     device, n = x.device, x.shape[0]
     columns: dict[str, Tensor] = {}
     families = probe.families_for(input_shape)
-    for spec in families:
+    for spec in (*families, *probe.families_for(input_shape, aside=True)):
         family, size = parse_perturbation(spec)
         measured = AttributionStability(model, "saliency", perturbation=family, radius=size,
                                         num_samples=probe.num_draws, top_k=probe.top_k).measure(

@@ -106,9 +106,13 @@ class ProbeConfig:
             Lanczos run); 0 leaves the GMSI out. Default: 128.
         heldout: perturbation families never used in training, as
             :func:`stabnb.attribution.parse_perturbation` specs; the saliency's change under
-            them is the primary metric (``heldout.*``). ``translate``/``blur`` apply to image
-            inputs only (:meth:`families_for`). Default: Gaussian σ 0.02 and 0.1, uniform L∞
-            0.05, translation by 1 pixel, blur of width up to 0.5 pixels.
+            them, averaged per image over the families, is the primary metric (``heldout.*``).
+            ``translate``/``blur`` apply to image inputs only (:meth:`families_for`). Default:
+            Gaussian σ 0.02 and 0.1, uniform L∞ 0.05, blur of width up to 0.5 pixels.
+        aside: held-out families measured and shown (``family.<spec>.*``) but not averaged
+            into the primary. Default: translation by up to 1 pixel — a shifted digit's map
+            should move with it, so its raw change measures equivariance as much as stability,
+            and at several times the noise families' size it would dominate a plain average.
         attack_steps: projected steps of the attack on the saliency
             (:func:`stabnb.attribution.attribution_attack`); 0 leaves the attack out. Default: 10.
         attack_epsilon: the attack's L∞ radius in pixels. Default: 0.05.
@@ -125,8 +129,8 @@ class ProbeConfig:
     eval_size: int | None = 2000
     probe_size: int = 256
     gmsi_size: int = 128
-    heldout: tuple[str, ...] = ("gaussian:0.02", "gaussian:0.1", "uniform:0.05", "translate:1",
-                                "blur:0.5")
+    heldout: tuple[str, ...] = ("gaussian:0.02", "gaussian:0.1", "uniform:0.05", "blur:0.5")
+    aside: tuple[str, ...] = ("translate:1",)
     attack_steps: int = 10
     attack_epsilon: float = 0.05
     quality: bool = True
@@ -151,8 +155,14 @@ class ProbeConfig:
         object.__setattr__(self, "heldout", tuple(self.heldout))
         for spec in self.heldout:
             parse_perturbation(spec)
-        if len(set(self.heldout)) < len(self.heldout):
-            raise ValueError(f"probe.heldout={self.heldout} names a family twice; list each once.")
+        object.__setattr__(self, "aside", (self.aside,) if isinstance(self.aside, str)
+                           else tuple(self.aside))
+        for spec in self.aside:
+            parse_perturbation(spec)
+        both = (*self.heldout, *self.aside)
+        if len(set(both)) < len(both):
+            raise ValueError(f"probe.heldout={self.heldout} and probe.aside={self.aside} name a "
+                             "family twice; list each once.")
         if isinstance(self.attack_steps, bool) or int(self.attack_steps) != self.attack_steps \
                 or self.attack_steps < 0:
             raise ValueError(f"probe.attack_steps={self.attack_steps} must be an integer ≥ 0 "
@@ -164,16 +174,21 @@ class ProbeConfig:
         if not isinstance(self.quality, bool):
             raise ValueError(f"probe.quality={self.quality!r} must be true or false.")
 
-    def families_for(self, input_shape: tuple[int, ...]) -> tuple[str, ...]:
-        """The held-out specs that apply to inputs of ``input_shape``: all for images
-        ``(C, H, W)``, without ``translate``/``blur`` for flat inputs ``(d,)``.
+    def families_for(self, input_shape: tuple[int, ...], *,
+                     aside: bool = False) -> tuple[str, ...]:
+        """The held-out specs (``aside``: the aside specs) that apply to inputs of
+        ``input_shape``: all for images ``(C, H, W)``, without ``translate``/``blur`` for flat
+        inputs ``(d,)``.
 
         Raises:
-            ValueError: no held-out family is left for flat inputs.
+            ValueError: no held-out family is left for flat inputs (the aside may be empty).
         """
+        specs = self.aside if aside else self.heldout
         if len(input_shape) == 3:
-            return self.heldout
-        kept = tuple(s for s in self.heldout if parse_perturbation(s)[0] not in IMAGE_FAMILIES)
+            return specs
+        kept = tuple(s for s in specs if parse_perturbation(s)[0] not in IMAGE_FAMILIES)
+        if aside:
+            return kept
         if not kept:
             raise ValueError(f"probe.heldout={self.heldout} holds only image families, but the "
                              f"inputs have shape {tuple(input_shape)}; add e.g. 'gaussian:0.02'.")
