@@ -13,6 +13,7 @@ Modules: :mod:`~stabnb.spectra.krylov` (Lanczos, power iteration, top singular v
 full spectrum); every name is re-exported here.
 """
 
+from ._common import DISTRIBUTIONS, Operator
 from .density import SpectralDensity, full_spectrum, slq_density
 from .krylov import (
     LanczosResult,
@@ -34,4 +35,5 @@ __all__ = [
     "LanczosResult", "PowerIterationResult", "TraceEstimate", "SpectralDensity",
     "power_iteration", "lanczos", "top_singular_values", "hutchinson_trace", "hutchpp_trace",
     "slq_density", "full_spectrum", "control_variate_trace", "estimate_trace", "TRACE_METHODS",
+    "Operator", "DISTRIBUTIONS",
 ]
