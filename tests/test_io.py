@@ -61,7 +61,7 @@ def test_source_digest_ignores_prose_and_unrelated_modules(tmp_path, monkeypatch
     (package / "plotting.py").write_text("def anything():\n    return 1\n")
     assert io_module.source_digest(["stabnb.study"]) == before
 
-    regularizers = package / "regularizers.py"
+    regularizers = package / "regularizers" / "noise.py"
     regularizers.write_text(regularizers.read_text() + "\nEXTRA = 1\n")
     assert io_module.source_digest(["stabnb.study"]) != before
 
@@ -72,7 +72,8 @@ def test_source_digest_follows_imports():
     assert {"stabnb.train", "stabnb.regularizers", "stabnb.attribution"} <= found
     assert not found & {"stabnb.plotting", "stabnb.notebook", "stabnb.reproduce"}
     # a package is followed through its __init__'s re-exports into the modules that hold the code
-    assert {"stabnb.operators.ntk", "stabnb.spectra.krylov", "stabnb.data.sources"} <= found
+    assert {"stabnb.operators.ntk", "stabnb.spectra.krylov", "stabnb.data.sources",
+            "stabnb.regularizers.curvature", "stabnb.attribution.attack"} <= found
 
 
 def test_library_digest_covers_the_modules_of_a_subpackage(tmp_path, monkeypatch):
