@@ -10,7 +10,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from .dynamics import LRSweep
-from .label_noise import BAND_NAMES, LabelNoiseRun
+from .label_noise import LabelNoiseRun, band_names
 from .plotting import new_figure
 
 __all__ = ["plot_sweep_loss", "plot_sharpness", "plot_ntk_drift", "plot_noise_fitting",
@@ -83,9 +83,9 @@ def plot_band_remaining(result: LabelNoiseRun) -> Figure:
     steps = result.steps.numpy()
     for ax, k in zip(axes, levels):
         remaining, linear = result.remaining[k], result.linearised[k]
-        names = BAND_NAMES if remaining.shape[1] == len(BAND_NAMES) else range(remaining.shape[1])
+        names = band_names(remaining.shape[1])
         for b, (name, colour) in enumerate(zip(names, _colours(remaining.shape[1]))):
-            ax.plot(steps, remaining[:, b].numpy(), color=colour, label=f"{name}")
+            ax.plot(steps, remaining[:, b].numpy(), color=colour, label=name)
             ax.plot(steps, linear[:, b].numpy(), color=colour, ls="--", lw=0.8)
         ax.set(xlabel="step", ylabel="noise remaining", ylim=(0, 1.05),
                title=f"{result.fractions[k]:.0%} flipped")

@@ -40,11 +40,16 @@ from .operators import ntk_gram
 from .rng import resolve_generator
 from .stats import seed_interval
 
-__all__ = ["BAND_NAMES", "flip_labels", "label_fit_curves", "steps_to_fit", "KernelBasis",
-           "band_remaining", "linearised_band_remaining", "LabelNoiseRun", "label_noise_run",
+__all__ = ["BAND_NAMES", "band_names", "flip_labels", "label_fit_curves", "steps_to_fit", "KernelBasis",
+           "band_remaining", "linearised_band_remaining", "LabelNoiseRun", "label_noise_run", "noise_table",
            "noise_speed_claim", "noise_band_claims"]
 
 BAND_NAMES = ("top", "middle", "bottom")
+
+
+def band_names(count: int) -> tuple[str, ...]:
+    """:data:`BAND_NAMES` for three bands, else ``"band 0"`` (top), ``"band 1"``, …"""
+    return BAND_NAMES if count == len(BAND_NAMES) else tuple(f"band {b}" for b in range(count))
 
 
 def flip_labels(labels: Tensor, fraction: float, num_classes: int, *,
@@ -245,6 +250,26 @@ def label_noise_run(model: nn.Module, inputs: Tensor, labels: Tensor, fractions:
         tuple(remaining), tuple(linearised))
 
 
+def noise_table(results: Sequence[LabelNoiseRun]) -> list[dict[str, Any]]:
+    """One row per seed and noise fraction: steps to fit half of the flipped and of the clean
+    labels, their fitted fractions at the end, and the noise remaining per band at the end."""
+    rows = []
+    for seed, r in enumerate(results):
+        for k, p in enumerate(r.fractions):
+            row = {"seed": seed, "flipped": p,
+                   "steps to fit 50 % flipped": steps_to_fit(r.steps, r.noisy_fit[k]),
+                   "steps to fit 50 % clean": steps_to_fit(r.steps, r.clean_fit[k]),
+                   "flipped fitted (end)": float(r.noisy_fit[k][-1]),
+                   "clean fitted (end)": float(r.clean_fit[k][-1])}
+            if r.remaining[k] is not None:
+                last, linear = r.remaining[k][-1], r.linearised[k][-1]
+                names = band_names(last.numel())
+                row |= {f"remaining {b}": float(v) for b, v in zip(names, last)}
+                row |= {f"linearised {b}": float(v) for b, v in zip(names, linear)}
+            rows.append(row)
+    return rows
+
+
 def _interval_verdict(values: Sequence[float]) -> tuple[Any, bool | None]:
     interval = seed_interval(values)
     if math.isnan(interval.lo):
@@ -288,7 +313,7 @@ def noise_band_claims(results: Sequence[LabelNoiseRun], *, name: str = "E8_noise
         last = [r.remaining[k][-1] for r in results]
         interval, passed = _interval_verdict([float(v[-1] - v[0]) for v in last])
         bands = [seed_interval([float(v[b]) for v in last]) for b in range(last[0].numel())]
-        names = BAND_NAMES if len(bands) == len(BAND_NAMES) else range(len(bands))
+        names = band_names(len(bands))
         claims.append(Claim(
             name=f"{name}[{p:.0%}]",
             statement="At the end of training more of the label noise remains in the bottom "
@@ -296,5 +321,5 @@ def noise_band_claims(results: Sequence[LabelNoiseRun], *, name: str = "E8_noise
             passed=passed,
             summary=f"bottom − top {interval.format(3)}; remaining "
                     + ", ".join(f"{b} {v.format(2)}" for b, v in zip(names, bands)),
-            numbers={"difference": interval, "bands": dict(zip(map(str, names), bands))}))
+            numbers={"difference": interval, "bands": dict(zip(names, bands))}))
     return claims

@@ -127,13 +127,18 @@ def _sweep(ratio, drifts, diverge_from=4.0):
 
 def test_claims_follow_their_rules():
     sweeps = [_sweep(1.0, (0.1, 0.2, 0.3)), _sweep(1.01, (0.1, 0.3, 0.5))]
+    rising = [_sweep(1.0, (0.1, 0.2, 0.3), diverge_from=8.0)] * 2
     assert dynamics.edge_of_stability_claim(sweeps).passed is True
     assert dynamics.edge_of_stability_claim([_sweep(0.4, (0, 0, 0))] * 2).passed is False
     assert dynamics.edge_of_stability_claim(sweeps[:1]).passed is None      # one seed
     assert dynamics.stable_lr_claim(sweeps, c=3.0).passed is True
     assert dynamics.stable_lr_claim(sweeps, c=1.0).passed is False
-    assert dynamics.drift_claim(sweeps).passed is True
-    assert dynamics.drift_claim([_sweep(1.0, (0.3, 0.2, 0.1))] * 2).passed is False
+    assert dynamics.drift_claim(rising).passed is True
+    falling = dynamics.LRSweep((0.5, 1.0, 2.0, 8.0), 1.0, 1e-4,
+                               tuple(_run(2 * m, m > 4, 1.0, d)
+                                     for m, d in zip((0.5, 1.0, 2.0, 8.0), (0.3, 0.2, 0.1, 0.0))))
+    assert dynamics.drift_claim([falling, falling]).passed is False        # diverged run left out
+    assert dynamics.drift_claim(sweeps).passed is None                     # two stable runs
 
 
 def test_interval_in_band():
