@@ -147,3 +147,18 @@ def test_interval_in_band():
     assert dynamics.interval_in_band(Interval(2.0, 1.9, 2.1, 2), 0.8, 1.3) is False
     assert dynamics.interval_in_band(Interval(1.3, 1.2, 1.4, 2), 0.8, 1.3) is None
     assert dynamics.interval_in_band(Interval(1.0, math.nan, math.nan, 1), 0.8, 1.3) is None
+
+
+def test_lr_sweep_and_its_table():
+    model, inputs, labels = _problem()
+    before = [p.clone() for p in model.parameters()]
+    sweep = dynamics.lr_sweep(model, inputs, labels, (0.5, 100.0), num_steps=6, track_every=3,
+                              probe_inputs=inputs[:4], seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))   # model untouched
+    top = float(dynamics.sharpness(model, inputs, labels, seed=1).values[0])
+    assert sweep.sharpness0 == pytest.approx(top, rel=1e-3)
+    assert [r.diverged for r in sweep.runs] == [False, True]
+    assert sweep.runs[0].lr == pytest.approx(0.5 * 2 / sweep.sharpness0)
+    rows = dynamics.sweep_table([sweep])
+    assert [(r["multiple"], r["diverged"]) for r in rows] == [(0.5, False), (100.0, True)]
+    assert math.isnan(rows[1]["plateau·η/2"]) and rows[0]["max residual/λ"] <= 1.01e-3

@@ -113,3 +113,15 @@ def test_label_noise_run_and_claims():
     assert [c.name for c in claims] == ["E8_noise_bands[25%]"]
     assert label_noise.noise_band_claims(results[:1])[0].passed is None     # one seed: undecided
     assert r.to_dict()["num_flipped"] == [0, 6]
+
+
+def test_noise_table_rows():
+    gen = torch.Generator().manual_seed(0)
+    model = initialize(MLP(5, (8,), 3, activation="tanh"), gen).double().eval()
+    inputs = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    result = label_noise.label_noise_run(model, inputs, torch.arange(12) % 3, (0.0, 0.5), lr=0.5,
+                                         num_steps=10, record_every=5)
+    rows = label_noise.noise_table([result])
+    assert [r["flipped"] for r in rows] == [0.0, 0.5]
+    assert "remaining bottom" not in rows[0] and rows[1]["remaining bottom"] > 0
+    assert label_noise.band_names(2) == ("band 0", "band 1")
