@@ -36,9 +36,9 @@ from .rng import resolve_generator
 from .spectra import LanczosResult, lanczos
 from .stats import Interval, seed_interval, spearman
 
-__all__ = ["GDRun", "LRSweep", "learning_rates", "sharpness", "ntk_drift", "train_gd", "lr_sweep",
-           "sharpness_plateau", "sweep_table", "interval_in_band", "edge_of_stability_claim", "stable_lr_claim",
-           "drift_claim"]
+__all__ = ["GDRun", "LRSweep", "learning_rates", "sharpness", "ntk_drift", "train_gd",
+           "lr_sweep", "sharpness_plateau", "sweep_table", "interval_in_band",
+           "edge_of_stability_claim", "stable_lr_claim", "drift_claim"]
 
 
 def learning_rates(multiples: Sequence[float], sharpness0: float) -> list[float]:
@@ -291,7 +291,8 @@ def edge_of_stability_claim(sweeps: Sequence[LRSweep], *, band: tuple[float, flo
 
 def stable_lr_claim(sweeps: Sequence[LRSweep], *, c: float = 2.0,
                     name: str = "E8_stable_lr") -> Claim:
-    """The largest stable step is predicted by the initial sharpness: stable iff ``η < c·2/λ_max(H_0)``.
+    """The largest stable step is predicted by the initial sharpness: stable iff
+    ``η < c·2/λ_max(H_0)``.
 
     Rule (ours): every run, on every seed, must be stable exactly when its multiple is below
     ``c``: REPRODUCED if all agree, NOT REPRODUCED otherwise. The summary gives, per seed, the

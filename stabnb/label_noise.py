@@ -40,9 +40,9 @@ from .operators import ntk_gram
 from .rng import resolve_generator
 from .stats import seed_interval
 
-__all__ = ["BAND_NAMES", "band_names", "flip_labels", "label_fit_curves", "steps_to_fit", "KernelBasis",
-           "band_remaining", "linearised_band_remaining", "LabelNoiseRun", "label_noise_run", "noise_table",
-           "noise_speed_claim", "noise_band_claims"]
+__all__ = ["BAND_NAMES", "band_names", "flip_labels", "label_fit_curves", "steps_to_fit",
+           "KernelBasis", "band_remaining", "linearised_band_remaining", "LabelNoiseRun",
+           "label_noise_run", "noise_table", "noise_speed_claim", "noise_band_claims"]
 
 BAND_NAMES = ("top", "middle", "bottom")
 
@@ -204,9 +204,10 @@ def label_noise_run(model: nn.Module, inputs: Tensor, labels: Tensor, fractions:
                     *, lr: float, num_steps: int, record_every: int = 10, num_bands: int = 3,
                     generator: torch.Generator | None = None, seed: int | None = 0,
                     show_progress: bool | None = None) -> LabelNoiseRun:
-    """NTK eigenbasis of ``model`` on ``inputs`` (computed in float64), then a copy of ``model`` trained by MSE GD
-    (:func:`~stabnb.dynamics.train_gd`, outputs recorded every ``record_every`` steps) on the
-    clean labels and on each noisy labelling (:func:`flip_labels`, from ``generator``).
+    """NTK eigenbasis of ``model`` on ``inputs`` (computed in float64), then a copy of ``model``
+    trained by MSE GD (:func:`~stabnb.dynamics.train_gd`, outputs recorded every
+    ``record_every`` steps) on the clean labels and on each noisy labelling
+    (:func:`flip_labels`, from ``generator``).
 
     Raises:
         ValueError: a fraction outside [0, 1) and what :func:`~stabnb.dynamics.train_gd` refuses.

@@ -81,17 +81,18 @@ def test_band_remaining_on_a_linear_model_is_the_closed_form():
     runs = {}
     for name, given in (("clean", labels), ("noisy", noisy)):
         runs[name] = dynamics.train_gd(copy.deepcopy(model), inputs, given, lr=lr,
-                                       num_steps=steps, track_every=1, track_sharpness=False,
-                                       record_outputs=True)
-    noise = (nn.functional.one_hot(noisy, classes) - nn.functional.one_hot(labels, classes)).double()
-    measured = label_noise.band_remaining(basis, noise, runs["noisy"].outputs - runs["clean"].outputs,
-                                          num_bands=n)
+                                       num_steps=steps, track_every=1,
+                                       track_sharpness=False, record_outputs=True)
+    noise = (nn.functional.one_hot(noisy, classes)
+             - nn.functional.one_hot(labels, classes)).double()
+    fitted = runs["noisy"].outputs - runs["clean"].outputs
+    measured = label_noise.band_remaining(basis, noise, fitted, num_bands=n)
     t = runs["clean"].tracked_steps.double()[:, None]
     closed = (1 - lr * basis.eigenvalues / (n * classes)).abs()[None, :] ** t
     keep = torch.linalg.vector_norm(basis.project(noise), dim=1) > 1e-9   # directions with noise
     assert torch.allclose(measured[:, keep], closed[:, keep], rtol=1e-9, atol=1e-12)
-    linear = label_noise.linearised_band_remaining(basis, noise, runs["clean"].tracked_steps, lr=lr,
-                                                   num_outputs=classes, num_bands=n)
+    linear = label_noise.linearised_band_remaining(basis, noise, runs["clean"].tracked_steps,
+                                                   lr=lr, num_outputs=classes, num_bands=n)
     assert torch.allclose(linear[:, keep], closed[:, keep], rtol=1e-9, atol=1e-12)
 
 
@@ -100,13 +101,14 @@ def test_label_noise_run_and_claims():
     model = initialize(MLP(5, (16,), 3, activation="tanh"), gen).double().eval()
     inputs = torch.randn(24, 5, generator=gen, dtype=torch.float64)
     labels = torch.arange(24) % 3
-    results = [label_noise.label_noise_run(model, inputs, labels, (0.0, 0.25), lr=0.5, num_steps=20,
-                                           record_every=5, generator=torch.Generator().manual_seed(s))
+    results = [label_noise.label_noise_run(model, inputs, labels, (0.0, 0.25), lr=0.5,
+                                           num_steps=20, record_every=5,
+                                           generator=torch.Generator().manual_seed(s))
                for s in (1, 2)]
     r = results[0]
     assert r.kernel_error < 1e-12 and r.projection_error < 1e-12
     assert r.remaining[0] is None and r.remaining[1].shape == (5, 3)
-    assert torch.allclose(r.remaining[1][0], torch.ones(3, dtype=torch.float64))   # nothing fitted at t=0
+    assert torch.allclose(r.remaining[1][0], torch.ones(3, dtype=torch.float64))  # t = 0
     assert int(r.flipped[1].sum()) == 6
     assert label_noise.noise_speed_claim(results).name == "E8_noisy_labels_fitted_later"
     claims = label_noise.noise_band_claims(results)
