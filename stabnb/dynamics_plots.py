@@ -21,6 +21,10 @@ def _colours(count: int) -> list:
     return [matplotlib.colormaps["viridis"](i / max(count - 1, 1)) for i in range(count)]
 
 
+def _legend_outside(ax) -> None:
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+
+
 def plot_sweep_loss(sweep: LRSweep) -> Figure:
     """Training loss per step, one line per learning-rate multiple (log scale)."""
     fig, ax = new_figure(width=4.6)
@@ -28,7 +32,7 @@ def plot_sweep_loss(sweep: LRSweep) -> Figure:
         label = f"η = {m:g}·2/λ₀" + (" (diverged)" if run.diverged else "")
         ax.plot(run.loss.numpy(), color=colour, label=label)
     ax.set(yscale="log", xlabel="step", ylabel="training loss", title="full-batch GD")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     return fig
 
 
@@ -43,7 +47,7 @@ def plot_sharpness(sweep: LRSweep) -> Figure:
         ax.axhline(2 / run.lr, color=colour, ls="--", lw=0.8)
     ax.set(yscale="log", xlabel="step", ylabel="sharpness λ_max(H_t)",
            title="sharpness (dashed: 2/η); diverged runs left out")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     return fig
 
 
@@ -54,7 +58,7 @@ def plot_ntk_drift(sweep: LRSweep) -> Figure:
         ax.plot(run.tracked_steps.numpy(), run.drift.numpy(), "o-", ms=3, color=colour,
                 label=f"η = {m:g}·2/λ₀" + (" (diverged)" if run.diverged else ""))
     ax.set(xlabel="step", ylabel="‖K_t − K_0‖_F / ‖K_0‖_F", title="NTK drift on the probe set")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     return fig
 
 
