@@ -144,11 +144,12 @@ def train_gd(model: nn.Module, inputs: Tensor, labels: Tensor, *, lr: float, num
     params = [p for p in model.parameters() if p.requires_grad]
     kernel0 = None if probe_inputs is None else ntk_gram(model, probe_inputs)
     losses, accuracies, tracked, tops, residuals, drifts, outputs = [], [], [], [], [], [], []
-    vector, diverged = None, False
+    vector, targets, diverged = None, None, False
     for step in progress(range(num_steps + 1), desc=desc, enabled=show_progress):
         logits = model(inputs)
-        targets = _prepare_targets(loss, labels, inputs.shape[0], logits.shape[1], logits.dtype,
-                                   logits.device)
+        if targets is None:
+            targets = _prepare_targets(loss, labels, inputs.shape[0], logits.shape[1],
+                                       logits.dtype, logits.device)
         value = _loss_value(loss, logits, targets)
         losses.append(float(value.detach()))
         accuracies.append(float((logits.argmax(1) == labels).double().mean()))
