@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from .claims import Claim
 from .io import to_jsonable
-from .operators import LOSSES, LossHessian, _loss_value, _prepare_targets, ntk_gram
+from .operators import LOSSES, LossHessian, ntk_gram
+from .operators.hessian import _loss_value, _prepare_targets
 from .progress import progress
 from .rng import resolve_generator
 from .spectra import LanczosResult, lanczos
