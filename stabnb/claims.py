@@ -21,7 +21,7 @@ from .effects import DecisionRule, RegularizerEffect, relative_change_table
 from .entropy_link import EntropyLinkTable, finite_pairs
 from .frontier import ControlComparison
 from .io import to_jsonable
-from .regularizers import SPECTRAL_PENALTIES
+from .regularizers import CONTROLS, SPECTRAL_PENALTIES
 from .stats import Interval, fisher_z_interval, paired_bootstrap, quantile_slope
 
 __all__ = ["KINDS", "VERDICTS", "Claim", "attribution_claims", "summaries_claim",
@@ -104,7 +104,9 @@ def attribution_claims(effects: Sequence[RegularizerEffect],
     metric = mine[0].metric
     claims = []
     for e in mine:
-        kind = "spectral penalty" if e.regularizer in spectral else "our extension, not spectral"
+        kind = ("spectral penalty" if e.regularizer in spectral else
+                "a control, not spectral" if e.regularizer in CONTROLS else
+                "our extension, not spectral")
         claims.append(Claim(
             name=f"{name}[{model}/{e.regularizer}]",
             statement=f"Modest {e.regularizer} regularisation ({kind}) substantially improves "
@@ -137,11 +139,12 @@ def summaries_claim(effects: Sequence[RegularizerEffect], *, model: str,
                     name: str = "summaries_change_little") -> Claim:
     """"… even when global spectral summaries change little", for ``model``.
 
-    Judged on the regularisers that passed :func:`attribution_claims`'s rule: REPRODUCED if at
+    Judged on the penalties (controls left out: the claim is about regularisation, not about
+    smoothing by other means) that passed :func:`attribution_claims`'s rule: REPRODUCED if at
     least one of them moved every summary by at most ``rule.max_summary_change`` (mean over
     seeds), NOT REPRODUCED if each moved some summary more, INCONCLUSIVE if none passed.
     """
-    mine = [e for e in effects if e.model == model]
+    mine = [e for e in effects if e.model == model and e.regularizer not in CONTROLS]
     improving = [e for e in mine if e.passed]
     limit = rule.max_summary_change
 

@@ -347,7 +347,7 @@ def effects_table(effects: Sequence[RegularizerEffect]) -> pd.DataFrame:
     changes (%, with intervals), and the verdict."""
     rows = []
     for e in effects:
-        row = {"model": e.model, "regularizer": e.regularizer, "modest λ": e.strength,
+        row = {"model": e.model, "regularizer": e.regularizer, "chosen λ": e.strength,
                "Δ accuracy (pt)": e.accuracy_change.format(2, signed=True)
                if e.accuracy_change else "no modest λ",
                f"improvement in {e.metric} (%)": e.improvement.format(1, scale=100.0, signed=True)
