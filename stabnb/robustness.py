@@ -62,8 +62,8 @@ def _torchattacks() -> ModuleType:
     try:
         return importlib.import_module("torchattacks")
     except ImportError as err:
-        raise ImportError("stabnb.robustness's attacks (PGD, AutoAttack) need torchattacks; "
-                          "pip install 'stabnb[robustness]'") from err
+        raise ImportError("stabnb.robustness's attacks (PGD, AutoAttack): this needs "
+                          "torchattacks; pip install 'stabnb[robustness]'") from err
 
 
 def check_epsilon(eps: float, norm: str = "Linf") -> float:

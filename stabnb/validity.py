@@ -156,13 +156,13 @@ def robustness_table(results: Mapping[str, StudyResult],
         path = (result.out_dir / "robustness" / f"{config.fingerprint()}-{code}"
                 / f"{cell.name}.json")
         if path.exists():
-            measured = read_json(path)
+            measured = dict(read_json(path)["row"])       # pairs: the columns keep their order
         else:
             data = load_study_data(result.config, cell.seed)
             model = result.load_model(cell, data, device=device)
             measured = evaluate_robustness(model, data.test_x, data.test_y, config,
                                            num_classes=data.num_classes)
-            write_json(path, measured)
+            write_json(path, {"row": list(measured.items())})
         rows.append(record | measured | {"study": label, "dataset": dataset,
                                          "epochs": result.config.train.epochs,
                                          "network": f"{label}/{cell.name}"})
