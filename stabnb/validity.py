@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ __all__ = ["SPECTRAL_QUANTITIES", "PREDICTED_SIGN", "snapshot_config", "populati
            "run_population",
            "robustness_table", "split_halves", "attribution_column", "predictors",
            "rank_correlations", "choose_target", "validity_claims", "positive_control",
+           "robustness_measures", "families", "ValidityResult", "predictive_validity",
            "ball_identity"]
 
 SPECTRAL_QUANTITIES = ("gmsi", *(f"gmsi.{c}" for c in COMPONENTS), "jacobian.operator_norm",
@@ -289,6 +290,65 @@ def positive_control(frame: pd.DataFrame, *, target: str, label: str,
         summary=(f"λ={lam:g}: Δ{target} {accuracy.format(3, signed=True)}, Δ‖J‖₂ "
                  f"{norm.format(3, signed=True)}, pairs={len(paired)}"),
         numbers={"strength": lam, "accuracy_change": accuracy, "norm_change": norm})
+
+
+def robustness_measures(frame: pd.DataFrame) -> list[str]:
+    """The robustness columns present: ``clean_accuracy`` and every ``<kind>@<level>``."""
+    return ["clean_accuracy", *(c for c in frame if "@" in c)]
+
+
+def families(frame: pd.DataFrame) -> pd.DataFrame:
+    """The networks by family, for within-family correlations: each regulariser with the
+    baselines of its studies (``family`` = the regulariser), and ``"training length"``: every
+    baseline, full-length and snapshot."""
+    main = frame[~frame["study"].str.contains("/epochs")]
+    parts = [main[main["regularizer"].isin((BASELINE, r))].assign(family=r)
+             for r in sorted(set(main["regularizer"]) - {BASELINE})]
+    parts.append(frame[frame["regularizer"] == BASELINE].assign(family="training length"))
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class ValidityResult:
+    """E7's analysis of a :func:`robustness_table`.
+
+    Attributes:
+        table: the robustness table.
+        targets: data set → the L2-PGD column chosen on its fitting half (:func:`choose_target`).
+        correlations: every predictor × robustness measure per data set and half.
+        within: every predictor × the chosen target per data set and family (all networks).
+        claims: per data set, one claim per GMSI component (and the GMSI) and the positive
+            control.
+    """
+
+    table: pd.DataFrame
+    targets: dict[str, str]
+    correlations: pd.DataFrame
+    within: pd.DataFrame
+    claims: list[Claim]
+
+
+def predictive_validity(table: pd.DataFrame, *, num_resamples: int = 1000,
+                        seed: int = 0) -> ValidityResult:
+    """Choose each data set's target on its fitting half, compute the rank correlations (by
+    half, and within families), and make the claims (:func:`validity_claims`,
+    :func:`positive_control`)."""
+    targets, correlations, within, claims = {}, [], [], []
+    for dataset, rows in table.groupby("dataset", sort=True):
+        rows = rows.dropna(axis=1, how="all")
+        target = choose_target(rows[rows["half"] == "fit"],
+                               [c for c in rows if c.startswith("pgd_l2@")])
+        targets[dataset] = target
+        found = rank_correlations(rows, predictors(rows), robustness_measures(rows),
+                                  num_resamples=num_resamples, seed=seed)
+        correlations.append(found.assign(dataset=dataset))
+        within.append(rank_correlations(families(rows), predictors(rows), [target],
+                                        by=("family",), num_resamples=num_resamples,
+                                        seed=seed).assign(dataset=dataset))
+        claims += validity_claims(found, target=target, label=dataset)
+        claims.append(positive_control(rows, target=target, label=dataset))
+    return ValidityResult(table, targets, pd.concat(correlations, ignore_index=True),
+                          pd.concat(within, ignore_index=True), claims)
 
 
 def ball_identity(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
