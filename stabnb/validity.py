@@ -12,7 +12,7 @@ from its study record (computed by :func:`stabnb.study.evaluate_model`); its rob
 Predictive validity is read on a held-out half: the networks are split deterministically
 (:func:`split_halves`, by a hash of their names), anything chosen (the robustness target) is
 chosen on the fitting half, and the verdict is the held-out Spearman ρ with a bootstrap interval
-over networks (:func:`stabnb.stats.paired_bootstrap` with one group).
+over networks (:func:`spearman_interval`).
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from .gmsi import COMPONENTS
 from .io import read_json, source_digest, write_json
 from .progress import progress
 from .regularizers import BASELINE
-from .robustness import RobustnessConfig, check_epsilon, evaluate_robustness, pgd_attack
-from .stats import Interval, paired_bootstrap, seed_interval, spearman
+from .robustness import RobustnessConfig, evaluate_robustness, pgd_attack
+from .stats import Interval, seed_interval, spearman
 from .study import (
     Cell,
     ModelSpec,
     ProbeConfig,
     StudyConfig,
+    StudyData,
     StudyResult,
     load_study_data,
     run_study,
@@ -48,9 +49,9 @@ from .train import TrainConfig
 __all__ = ["SPECTRAL_QUANTITIES", "PREDICTED_SIGN", "snapshot_config", "population_studies",
            "run_population",
            "robustness_table", "split_halves", "attribution_column", "predictors",
-           "rank_correlations", "choose_target", "validity_claims", "positive_control",
+           "spearman_interval", "rank_correlations", "choose_target", "validity_claims", "positive_control",
            "robustness_measures", "families", "ValidityResult", "predictive_validity",
-           "ball_identity"]
+           "load_network", "ball_identity"]
 
 SPECTRAL_QUANTITIES = ("gmsi", *(f"gmsi.{c}" for c in COMPONENTS), "jacobian.operator_norm",
                        "jacobian.spectral_entropy", "jacobian.stable_rank")
@@ -159,8 +160,7 @@ def robustness_table(results: Mapping[str, StudyResult],
         if path.exists():
             measured = dict(read_json(path)["row"])       # pairs: the columns keep their order
         else:
-            data = load_study_data(result.config, cell.seed)
-            model = result.load_model(cell, data, device=device)
+            model, data = load_network(results, record | {"study": label}, device=device)
             measured = evaluate_robustness(model, data.test_x, data.test_y, config,
                                            num_classes=data.num_classes)
             write_json(path, {"row": list(measured.items())})
@@ -186,8 +186,25 @@ def predictors(frame: pd.DataFrame) -> list[str]:
     return [c for c in wanted if c in frame]
 
 
-def _rho(a: np.ndarray, b: np.ndarray) -> float:
-    return float(spearman(torch.from_numpy(a), torch.from_numpy(b)))
+def spearman_interval(a: np.ndarray, b: np.ndarray, *, num_resamples: int = 1000,
+                      confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Spearman ρ of ``(a, b)`` with a percentile bootstrap interval over the pairs (networks).
+
+    The one-level case of :func:`stabnb.stats.paired_bootstrap`, with every resample ranked at
+    once (:func:`stabnb.stats.spearman` batched over resamples): E7 needs hundreds of these.
+    A resample whose column is constant has no ρ and is left out of the percentiles.
+    """
+    if num_resamples < 100:
+        raise ValueError(f"num_resamples={num_resamples} is too few for a percentile interval; "
+                         "use 1000 or more.")
+    a, b = (torch.tensor(np.asarray(v, dtype=np.float64)) for v in (a, b))
+    rows = torch.from_numpy(np.random.default_rng(seed).integers(0, len(a), (num_resamples, len(a))))
+    draws = spearman(a[rows], b[rows]).numpy()
+    constant = torch.stack([(v[rows].amax(1) == v[rows].amin(1)) for v in (a, b)]).any(0)
+    draws[constant.numpy()] = np.nan
+    tail = 100 * (1 - confidence) / 2
+    lo, hi = np.nanpercentile(draws, [tail, 100 - tail])
+    return Interval(float(spearman(a, b)), float(lo), float(hi), len(a), confidence)
 
 
 def rank_correlations(frame: pd.DataFrame, predictor_columns: Sequence[str],
@@ -208,8 +225,8 @@ def rank_correlations(frame: pd.DataFrame, predictor_columns: Sequence[str],
                 if len(a) < 4 or np.ptp(a) == 0 or np.ptp(b) == 0:
                     interval = Interval(math.nan, math.nan, math.nan, len(a), confidence)
                 else:
-                    interval = paired_bootstrap([(a, b)], _rho, num_resamples=num_resamples,
-                                                confidence=confidence, seed=seed)
+                    interval = spearman_interval(a, b, num_resamples=num_resamples,
+                                                 confidence=confidence, seed=seed)
                 rows.append(dict(zip(by, key)) | {"predictor": p, "target": t,
                                                   "rho": interval.mean, "lo": interval.lo,
                                                   "hi": interval.hi, "n": len(a)})
@@ -351,17 +368,28 @@ def predictive_validity(table: pd.DataFrame, *, num_resamples: int = 1000,
                           pd.concat(within, ignore_index=True), claims)
 
 
+def load_network(results: Mapping[str, StudyResult], row: Mapping[str, object], *,
+                 device: str = "cpu") -> tuple[torch.nn.Module, StudyData]:
+    """The network of one :func:`robustness_table` row and its seed's data."""
+    result = results[str(row["study"])]
+    cell = Cell(str(row["model"]), str(row["regularizer"]), float(row["strength"]),
+                int(row["seed"]))
+    data = load_study_data(result.config, cell.seed)
+    return result.load_model(cell, data, device=device), data
+
+
 def ball_identity(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  epsilons: Mapping[str, Sequence[float]], *, steps: int = 10,
-                  seed: int = 0, name: str = "E7_pgd_in_ball") -> Claim:
-    """Identity: every PGD image lies in its ε-ball around ``x`` (L∞ or L2, float tolerance
-    1e-5 relative) and in [0, 1]."""
+                  config: RobustnessConfig, *, name: str = "E7_pgd_in_ball") -> Claim:
+    """Identity: on the first ``config.num_images`` images, every PGD image of every radius of
+    ``config.epsilons`` lies in its ε-ball around ``x`` (L∞ or L2, relative tolerance 1e-5)
+    and in [0, 1]."""
+    x, y = x[:config.num_images], y[:config.num_images]
     worst = {}
-    for norm, grid in epsilons.items():
+    for norm, grid in config.epsilons.items():
         for eps in grid:
-            eps = check_epsilon(eps, norm)
-            adversarial = pgd_attack(model, x, y, norm=norm, eps=eps, steps=steps,
-                                     generator=torch.Generator().manual_seed(seed))
+            adversarial = pgd_attack(model, x, y, norm=norm, eps=eps, steps=config.steps,
+                                     random_start=config.random_start,
+                                     generator=torch.Generator().manual_seed(config.seed))
             delta = (adversarial - x).flatten(1)
             size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
             worst[f"{norm}@{eps:g}"] = (float(size.max()) / eps,

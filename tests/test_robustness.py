@@ -25,6 +25,7 @@ from stabnb.robustness import (
     noise_accuracy,
     pgd_attack,
 )
+from stabnb.stats import paired_bootstrap
 from stabnb.study import Cell, ModelSpec, ProbeConfig, StudyConfig, run_study
 from stabnb.train import TrainConfig, evaluate_accuracy
 from stabnb.validity import (
@@ -34,6 +35,7 @@ from stabnb.validity import (
     rank_correlations,
     robustness_table,
     snapshot_config,
+    spearman_interval,
     split_halves,
     validity_claims,
 )
@@ -74,7 +76,8 @@ def test_pgd_stays_in_the_ball_and_in_pixels_and_is_seeded(tiny, norm, eps):
     again = pgd_attack(model, x, y, norm=norm, eps=eps, steps=5, generator=_generator(3))
     other = pgd_attack(model, x, y, norm=norm, eps=eps, steps=5, generator=_generator(4))
     assert torch.equal(adversarial, again) and not torch.equal(adversarial, other)
-    assert ball_identity(model, x, y, {norm: (eps,)}, steps=3).passed
+    config = RobustnessConfig(epsilons={norm: (eps,)}, steps=3, num_images=8)
+    assert ball_identity(model, x, y, config).passed
 
 
 def test_pgd_lowers_accuracy_and_autoattack_runs(tiny):
@@ -216,6 +219,22 @@ def test_rank_correlations_match_scipy_and_claims_read_the_sides():
     claims = validity_claims(table, target="pgd_l2@0.5", label="toy", quantities=("gmsi", "ntk"))
     assert claims[0].passed == (True if row["hi"] < 0 else False if row["lo"] > 0 else None)
     assert claims[1].passed is None and "undefined" in claims[1].summary
+
+
+def test_spearman_interval_is_the_one_level_paired_bootstrap():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(20)
+    b = a + rng.standard_normal(20)
+
+    def rho(x, y):
+        return scipy_stats.spearmanr(x, y)[0]
+
+    expected = paired_bootstrap([(a, b)], rho, num_resamples=300, seed=4)
+    got = spearman_interval(a, b, num_resamples=300, seed=4)
+    assert got.mean == pytest.approx(expected.mean) and got.n == 20
+    assert (got.lo, got.hi) == pytest.approx((expected.lo, expected.hi))
+    with pytest.raises(ValueError, match="too few"):
+        spearman_interval(a, b, num_resamples=10)
 
 
 def test_positive_control_pairs_by_seed():
