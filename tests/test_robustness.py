@@ -31,8 +31,11 @@ from stabnb.train import TrainConfig, evaluate_accuracy
 from stabnb.validity import (
     ball_identity,
     choose_target,
+    population_studies,
     positive_control,
+    predictive_validity,
     rank_correlations,
+    robustness_preset,
     robustness_table,
     snapshot_config,
     spearman_interval,
@@ -294,3 +297,27 @@ def test_robustness_table_on_real_mnist_reuses_its_cache(offline_root, tmp_path)
                                                    progress_bar=False), table)
     with pytest.raises(ValueError, match="no RobustnessConfig for dataset 'mnist'"):
         robustness_table({"S": study}, {})
+
+
+def test_presets_and_the_smoke_population():
+    quick = robustness_preset("cifar10", "quick", num_images=128, steps=5)
+    assert quick.epsilons["Linf"] == (1 / 255,) and len(quick.epsilons["L2"]) == 2
+    smoke = robustness_preset("mnist", "smoke", num_images=64, steps=5)
+    assert smoke == RobustnessConfig.for_dataset("mnist", num_images=64, steps=5)
+    with pytest.raises(ValueError, match="profile='full' is unknown"):
+        robustness_preset("mnist", "full", num_images=1, steps=1)
+    with pytest.raises(ValueError, match="no default ε grid for dataset='teacher'"):
+        RobustnessConfig.for_dataset("teacher")
+    studies, snapshots = population_studies("smoke")
+    assert list(studies) == list(snapshots) == ["E7_smoke_mnist"]
+    assert "jacobian_frobenius" in studies["E7_smoke_mnist"].regularizers   # the control's penalty
+
+
+def test_predictive_validity_chooses_on_the_fitting_half_and_makes_the_claims():
+    frame = _population_frame().assign(dataset="mnist", network=lambda f: f.index.astype(str),
+                                       clean_accuracy=0.9)
+    result = predictive_validity(frame, num_resamples=200)
+    assert result.targets == {"mnist": "pgd_l2@0.5"}
+    assert {c.name for c in result.claims} >= {"E7_predicts[mnist/gmsi]", "E7_control[mnist]"}
+    assert set(result.within["family"]) == {"jacobian_frobenius", "training length"}
+    assert set(result.correlations["half"]) == {"fit", "heldout"}
