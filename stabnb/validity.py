@@ -94,7 +94,8 @@ def population_studies(profile: str, *, seed: int = 0
                               num_draws=2),
             train_size=512)
         return {"E7_smoke_mnist": config}, {"E7_smoke_mnist": (1,)}
-    from .presets import regularisation_config  # the lead's presets (E3/E4's exact configs)
+    # E3/E4's exact configs at the profile
+    from .presets import regularisation_config
     studies = {"E3_mnist": regularisation_config("mnist", profile, seed=seed),
                "E4_cifar10": regularisation_config("cifar10", profile, seed=seed)}
     snapshot = studies if profile == "paper" else {"E3_mnist": studies["E3_mnist"]}
