@@ -321,3 +321,15 @@ def test_predictive_validity_chooses_on_the_fitting_half_and_makes_the_claims():
     assert {c.name for c in result.claims} >= {"E7_predicts[mnist/gmsi]", "E7_control[mnist]"}
     assert set(result.within["family"]) == {"jacobian_frobenius", "training length"}
     assert set(result.correlations["half"]) == {"fit", "heldout"}
+
+
+def test_scatter_and_heatmap_draw_every_predictor():
+    import stabnb.plotting as plotting
+
+    frame = _population_frame()
+    fig = plotting.plot_predictor_scatter(frame, ["gmsi", "jacobian.operator_norm"], "pgd_l2@0.5")
+    assert sum(ax.get_visible() for ax in fig.axes) == 2
+    table = rank_correlations(frame, ["gmsi"], ["pgd_l2@0.5", "pgd_l2@1"], num_resamples=100)
+    fig = plotting.plot_correlation_heatmap(table)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 2 and "n/a" in texts                          # the constant target
