@@ -168,10 +168,14 @@ def robustness_table(results: Mapping[str, StudyResult],
     Robustness rows are cached as ``<study>/robustness/<config>-<code>/<cell>.json``.
     """
     code = source_digest([evaluate_robustness.__module__])[:10]
-    rows = []
-    jobs = [(label, result, record) for label, result in results.items()
+    rows: dict[int, dict] = {}
+    loaded: dict[tuple[str, int], StudyData] = {}
+    jobs = [(index, int(record["seed"]), label, result, record)
+            for index, (label, result) in enumerate(results.items())
             for record in result.records.to_dict("records")]
-    for label, result, record in progress(jobs, desc="robustness", enabled=progress_bar):
+    order = sorted(range(len(jobs)), key=lambda j: jobs[j][:2])   # one data load per seed
+    for position in progress(order, desc="robustness", enabled=progress_bar):
+        _, _, label, result, record = jobs[position]
         dataset = result.config.dataset
         if dataset not in configs:
             raise ValueError(f"no RobustnessConfig for dataset {dataset!r}; pass configs="
@@ -184,14 +188,18 @@ def robustness_table(results: Mapping[str, StudyResult],
         if path.exists():
             measured = dict(read_json(path)["row"])       # pairs: the columns keep their order
         else:
-            model, data = load_network(results, record | {"study": label}, device=device)
+            key = (label, cell.seed)
+            if key not in loaded:                         # one load per study and seed
+                loaded = {key: load_study_data(result.config, cell.seed)}
+            model, data = load_network(results, record | {"study": label}, data=loaded[key],
+                                       device=device)
             measured = evaluate_robustness(model, data.test_x, data.test_y, config,
                                            num_classes=data.num_classes)
             write_json(path, {"row": list(measured.items())})
-        rows.append(record | measured | {"study": label, "dataset": dataset,
-                                         "epochs": result.config.train.epochs,
-                                         "network": f"{label}/{cell.name}"})
-    frame = pd.DataFrame(rows)
+        rows[position] = record | measured | {"study": label, "dataset": dataset,
+                                              "epochs": result.config.train.epochs,
+                                              "network": f"{label}/{cell.name}"}
+    frame = pd.DataFrame([rows[position] for position in range(len(jobs))])
     if not frame.empty:
         frame["half"] = split_halves(list(frame["network"]), seed=split_seed)
     return frame
@@ -393,12 +401,14 @@ def predictive_validity(table: pd.DataFrame, *, num_resamples: int = 1000,
 
 
 def load_network(results: Mapping[str, StudyResult], row: Mapping[str, object], *,
+                 data: StudyData | None = None,
                  device: str = "cpu") -> tuple[torch.nn.Module, StudyData]:
-    """The network of one :func:`robustness_table` row and its seed's data."""
+    """The network of one :func:`robustness_table` row and its seed's data (loaded unless
+    given)."""
     result = results[str(row["study"])]
     cell = Cell(str(row["model"]), str(row["regularizer"]), float(row["strength"]),
                 int(row["seed"]))
-    data = load_study_data(result.config, cell.seed)
+    data = data or load_study_data(result.config, cell.seed)
     return result.load_model(cell, data, device=device), data
 
 
