@@ -31,12 +31,11 @@ from .io import to_jsonable
 from .operators import (
     LOSSES,
     LossHessian,
-    _chunks,
-    _prepare,
     input_jacobian_singular_values,
     ntk_gram,
     parameter_jacobian,
 )
+from .operators._common import _chunks, _prepare
 from .progress import progress as progress_bar
 from .spectra import lanczos
 

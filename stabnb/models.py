@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 __all__ = [
     "ACTIVATIONS", "ARCHITECTURES", "MLP", "SmallCNN", "ResNet20", "Normalize", "build_model",
-    "initialize", "functional", "num_parameters",
+    "initialize", "functional", "num_parameters", "smooth_activations",
 ]
 
 ARCHITECTURES = ("mlp", "cnn", "resnet")
@@ -234,6 +234,30 @@ def initialize(model: nn.Module, generator: torch.Generator, *, gain: float | No
                                  / math.sqrt(fan_in))
                 if layer.bias is not None:
                     layer.bias.copy_(draw(layer.bias.shape, layer.bias.dtype, bias_std, fan_in))
+    return model
+
+
+def smooth_activations(model: nn.Module, temperature: float) -> nn.Module:
+    """Replace every ``nn.ReLU`` of ``model`` in place by ``Softplus(β)``, β = 1/temperature.
+
+    ``softplus_β(z) = log(1 + e^{βz})/β`` tends to ReLU as the temperature 1/β → 0 and has
+    curvature ``β/4`` at 0: the smooth-activation control of the regularisation studies
+    (``docs/reconstruction.md``, "Controls"). The weights are untouched, so a network initialised
+    as its ReLU twin starts from the same parameters. Returns ``model``.
+
+    Raises:
+        ValueError: temperature not finite and > 0, or a model without any ``nn.ReLU``.
+    """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature={temperature!r} must be a finite 1/β > 0, e.g. 0.1.")
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.ReLU)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.ReLU to smooth; the smooth-activation "
+                         "control applies to ReLU networks (build them with activation='relu').")
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, nn.Softplus(beta=1.0 / temperature))
     return model
 
 

@@ -31,7 +31,7 @@ __all__ = [
     "plot_error_ecdf", "plot_bound_vs_actual", "plot_bound_chain", "plot_saliency_jumps",
     "plot_operator_spectra", "plot_attribution_maps",
     # experiments
-    "plot_strength_sweep", "plot_regularizer_effects", "plot_entropy_link",
+    "plot_strength_sweep", "plot_regularizer_effects", "plot_pareto", "plot_entropy_link",
     "plot_predictor_scatter", "plot_correlation_heatmap",
 ]
 
@@ -446,6 +446,37 @@ def plot_correlation_heatmap(correlations: Any, *, half: str = "heldout",
     ax.set_yticks(range(len(predictors)), predictors, fontsize="x-small")
     fig.colorbar(image, ax=ax, label="Spearman ρ")
     ax.set_title(title or f"{half} half", fontsize="small")
+    return fig
+
+
+def plot_pareto(pareto: Any, *, model: str, metric: str, budget_points: float = 1.0) -> Figure:
+    """Clean accuracy against instability for one model: every regulariser and control over its
+    λ grid (a line in λ order, intervals over seeds on both axes), the baseline as a star, the
+    accuracy budget as a dashed line and each regulariser's chosen point ringed.
+
+    ``pareto`` is :func:`stabnb.frontier.pareto_table` (accuracy as a fraction; shown in %).
+    """
+    table = pareto[pareto["model"] == model]
+    fig, ax = new_figure(width=5.2, height=3.8)
+    base = table[table["regularizer"] == "none"].iloc[0]
+    ax.axhline(100 * base["accuracy"] - budget_points, color="grey", ls="--", lw=0.8,
+               label=f"budget: −{budget_points:g} pt")
+    ax.plot(base["instability"], 100 * base["accuracy"], "k*", ms=10, label="baseline")
+    for i, (name, group) in enumerate(table[table["regularizer"] != "none"].groupby("regularizer")):
+        group = group.sort_values("strength")
+        xs, ys = group["instability"], 100 * group["accuracy"]
+        has_ci = bool(group["instability_lo"].notna().all())
+        ax.errorbar(xs, ys, capsize=1.5, marker="o", ms=3, color=f"C{i}", label=name, lw=1,
+                    xerr=(xs - group["instability_lo"], group["instability_hi"] - xs) if has_ci
+                    else None,
+                    yerr=(ys - 100 * group["accuracy_lo"], 100 * group["accuracy_hi"] - ys)
+                    if has_ci else None)
+        chosen = group[group["chosen"]]
+        ax.plot(chosen["instability"], 100 * chosen["accuracy"], "o", ms=9, mfc="none",
+                color=f"C{i}")
+    ax.set(xlabel=f"instability ({metric}), lower is more stable", ylabel="clean accuracy (%)",
+           title=f"{model}: accuracy–stability frontier (ringed: chosen λ)")
+    ax.legend(fontsize="x-small", frameon=False, loc="best")
     return fig
 
 

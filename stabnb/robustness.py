@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attribution import _cuda_devices, _draw_seed
+from .attribution.stability import _cuda_devices, _draw_seed
 from .checks import check_pixel_inputs
 from .rng import resolve_generator
 from .train import predict

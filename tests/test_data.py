@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from stabnb import data as data_module
 from stabnb.data import (
     DataSourceError,
     gaussian_mixture,
@@ -15,6 +14,7 @@ from stabnb.data import (
     spectrum_profile,
     with_weight_spectra,
 )
+from stabnb.data import sources as data_sources
 from stabnb.models import MLP
 
 
@@ -88,7 +88,7 @@ def _write_fake_cifar100(root, monkeypatch, n=20):
         (folder / split).write_bytes(pickle.dumps(batch))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
     sums = {f: hashlib.md5((folder / f).read_bytes()).hexdigest() for f in ("train", "test", "meta")}
-    monkeypatch.setattr(data_module, "_torchvision_checksums", lambda name: sums)
+    monkeypatch.setattr(data_sources, "_torchvision_checksums", lambda name: sums)
     return batch
 
 
@@ -165,14 +165,12 @@ def test_an_earlier_download_is_found_without_download(tmp_path, monkeypatch):
     ("1", False, False), ("0", True, True), (None, True, True)])
 def test_stabnb_download_switch_and_the_argument_first(tmp_path, monkeypatch, env, argument, downloads):
     """download= wins over $STABNB_DOWNLOAD; either lets torchvision fill the data root."""
-    import stabnb.data
-
     for name in ("STABNB_OFFLINE_DATA", "STABNB_DATA_ROOT", "STABNB_DOWNLOAD"):
         monkeypatch.delenv(name, raising=False)
     if env is not None:
         monkeypatch.setenv("STABNB_DOWNLOAD", env)
     fetched = []
-    monkeypatch.setattr(stabnb.data, "_download",
+    monkeypatch.setattr(data_sources, "_download",
                         lambda name, root: fetched.append(root) or _write_fake_cifar100(root, monkeypatch))
     if downloads:
         data = load_dataset("cifar100", "test", root=tmp_path / "data", download=argument)

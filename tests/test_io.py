@@ -61,7 +61,7 @@ def test_source_digest_ignores_prose_and_unrelated_modules(tmp_path, monkeypatch
     (package / "plotting.py").write_text("def anything():\n    return 1\n")
     assert io_module.source_digest(["stabnb.study"]) == before
 
-    regularizers = package / "regularizers.py"
+    regularizers = package / "regularizers" / "noise.py"
     regularizers.write_text(regularizers.read_text() + "\nEXTRA = 1\n")
     assert io_module.source_digest(["stabnb.study"]) != before
 
@@ -71,6 +71,32 @@ def test_source_digest_follows_imports():
     found = _imported_modules(["stabnb.study"], Path(__file__).resolve().parents[1] / "stabnb")
     assert {"stabnb.train", "stabnb.regularizers", "stabnb.attribution"} <= found
     assert not found & {"stabnb.plotting", "stabnb.notebook", "stabnb.reproduce"}
+    # a package is followed through its __init__'s re-exports into the modules that hold the code
+    assert {"stabnb.operators.ntk", "stabnb.spectra.krylov", "stabnb.data.sources",
+            "stabnb.regularizers.curvature", "stabnb.attribution.attack"} <= found
+
+
+def test_library_digest_covers_the_modules_of_a_subpackage(tmp_path, monkeypatch):
+    """A notebook that imports ``stabnb.theory.kernels`` is keyed by the modules of that package:
+    a code edit in one of them moves its digest, a docstring edit does not."""
+    import nbformat
+
+    import stabnb.io as io_module
+    from stabnb.reproduce.manifest import library_digest
+    package = _copy_package(tmp_path)
+    monkeypatch.setattr(io_module, "__file__", str(package / "io.py"))
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import stabnb.theory.kernels as kernels")])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(notebook, path)
+    before = library_digest(path)
+
+    dynamics = package / "theory" / "kernels" / "dynamics.py"
+    text = dynamics.read_text()
+    dynamics.write_text(text.replace('"""', '"""An edited docstring. ', 1))
+    assert library_digest(path) == before
+    dynamics.write_text(text + "\nEXTRA = 1\n")
+    assert library_digest(path) != before
 
 
 def test_to_jsonable_and_write_json_refuse_nan_nowhere(tmp_path):

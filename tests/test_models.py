@@ -50,3 +50,20 @@ def test_functional_view_matches_model_and_counts_parameters():
     frozen = MLP(4, (6,), 3).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         functional(frozen)
+
+
+def test_smooth_activations_swaps_every_relu_and_keeps_the_weights():
+    from stabnb.models import build_model, initialize, smooth_activations
+    model = initialize(build_model("cnn", (1, 8, 8), 3), torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    smooth_activations(model, 0.25)
+    softplus = [m for m in model.modules() if isinstance(m, torch.nn.Softplus)]
+    assert softplus and all(m.beta == 4.0 for m in softplus)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    z = torch.tensor([-1.0, 0.0, 2.0])
+    torch.testing.assert_close(softplus[0](z), torch.log1p(torch.exp(4.0 * z)) / 4.0)
+    with pytest.raises(ValueError, match="no nn.ReLU"):
+        smooth_activations(build_model("mlp", (4,), 2, activation="tanh"), 0.1)
+    with pytest.raises(ValueError, match="temperature=0"):
+        smooth_activations(model, 0)

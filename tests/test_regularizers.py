@@ -7,6 +7,7 @@ from torch import nn
 
 from stabnb.models import MLP, build_model
 from stabnb.regularizers import (
+    NoiseAugmentation,
     REGULARIZERS,
     InputCurvaturePenalty,
     JacobianFrobeniusPenalty,
@@ -81,10 +82,11 @@ def test_make_regularizer_names_and_errors():
     with pytest.raises(ValueError, match="form='cubic'"):
         InputCurvaturePenalty(0.1, form="cubic")
     assert repr(make_regularizer("input_curvature", 0.1)) == (
-        "InputCurvaturePenalty(strength=0.1, form='finite_difference', sigma=0.05, num_iters=1, "
-        "seed=0)")                                 # stable text: train() hashes it into its key
+        "InputCurvaturePenalty(strength=0.1, form='finite_difference', sigma=0.05, "
+        "target='prediction', clip=(0.0, 1.0), num_iters=1, seed=0)")  # train() hashes this text
     assert set(REGULARIZERS) == {"none", "jacobian_spectral", "jacobian_frobenius",
-                                 "weight_spectral", "input_curvature"}
+                                 "weight_spectral", "input_curvature", "noise_augmentation",
+                                 "smooth_activation"}
 
 
 # --- Jacobian spectral norm ------------------------------------------------------------------
@@ -236,7 +238,7 @@ def test_weight_penalty_warm_start_converges_across_steps():
 
 def test_hessian_form_value_and_gradient_match_exact():
     model, (x, y) = tiny_mlp(), batch(seed=4)      # |λ₂/λ₁| ≤ 0.6 in every sample
-    reg = InputCurvaturePenalty(0.2, form="hessian", num_iters=200)
+    reg = InputCurvaturePenalty(0.2, form="hessian", num_iters=200, target="label")
     value = reg(model, x, y)
     exact = 0.2 * torch.linalg.matrix_norm(exact_hessians(model, x, y), ord=2).pow(2).mean()
     torch.testing.assert_close(value, exact, rtol=1e-7, atol=0)
@@ -253,7 +255,7 @@ def test_hessian_form_is_zero_for_relu():
 def test_finite_difference_form_matches_direct_computation_and_expectation():
     model, (x, y) = tiny_mlp(), batch()
     sigma = 1e-3
-    reg = InputCurvaturePenalty(0.4, sigma=sigma, seed=5)
+    reg = InputCurvaturePenalty(0.4, sigma=sigma, seed=5, target="label", clip=None)
     value = reg(model, x, y)
     delta = sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
 
@@ -270,6 +272,53 @@ def test_finite_difference_form_matches_direct_computation_and_expectation():
     expected = sigma**2 * exact_hessians(model, x, y).pow(2).sum(dim=(1, 2)).mean().item()
     draws = torch.tensor([reg(model, x, y).item() / 0.4 for _ in range(300)])
     assert abs(draws.mean().item() - expected) < 0.1 * expected
+
+
+def test_curvature_clips_and_targets_the_prediction_by_default():
+    model, (x, y) = tiny_mlp(), batch()
+    x = x.sigmoid()                                     # pixels in (0, 1)
+    sigma = 0.3                                         # large: many coordinates clip
+    reg = InputCurvaturePenalty(0.5, sigma=sigma, seed=2)
+    assert (reg.target, reg.clip) == ("prediction", (0.0, 1.0))
+    value = reg(model, x, y)
+    moved = (x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    predicted = model(x).argmax(1)
+
+    def target_grad(inputs):
+        inputs = inputs.detach().requires_grad_(True)
+        return torch.autograd.grad(model(inputs).gather(1, predicted.view(-1, 1)).sum(), inputs,
+                                   create_graph=True)[0]
+
+    direct = 0.5 * (target_grad(moved) - target_grad(x)).pow(2).sum(dim=1).mean()
+    torch.testing.assert_close(value, direct, rtol=1e-10, atol=0)
+    shared = x.detach().requires_grad_(True)           # the shared pass gives the same value
+    again = InputCurvaturePenalty(0.5, sigma=sigma, seed=2)(model, shared, y, logits=model(shared))
+    torch.testing.assert_close(again, direct, rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="target='logit'"):
+        InputCurvaturePenalty(0.1, target="logit")
+    with pytest.raises(ValueError, match="clip="):
+        InputCurvaturePenalty(0.1, clip=(1.0, 0.0))
+
+
+def test_noise_augmentation_is_the_cross_entropy_of_a_clipped_noisy_copy():
+    model, (x, y) = tiny_mlp(), batch()
+    x = x.sigmoid()
+    reg = NoiseAugmentation(0.7, sigma=0.2, seed=3)
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    torch.testing.assert_close(reg(model, x, y),
+                               0.7 * torch.nn.functional.cross_entropy(model(noisy), y))
+    assert repr(make_regularizer("noise_augmentation", 1.0)) == (
+        "NoiseAugmentation(strength=1.0, sigma=0.05, clip=(0.0, 1.0), seed=0)")
+    with pytest.raises(ValueError, match="targets"):
+        reg(model, x, None)
+    with pytest.raises(ValueError, match="sigma=0"):
+        NoiseAugmentation(1.0, sigma=0)
+
+
+def test_smooth_activation_is_no_loss_term():
+    assert make_regularizer("smooth_activation", 0.1, seed=4) is None
+    with pytest.raises(ValueError, match="no options"):
+        make_regularizer("smooth_activation", 0.1, sigma=0.1)
 
 
 def test_curvature_needs_targets():

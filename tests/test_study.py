@@ -5,11 +5,13 @@ worker."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +23,7 @@ from stabnb.study import (
     ModelSpec,
     ProbeConfig,
     StudyConfig,
+    StudyData,
     SubmititExecutor,
     load_study,
     load_study_data,
@@ -29,6 +32,7 @@ from stabnb.study import (
     study_cells,
     study_dir,
 )
+from stabnb.study.cell import _build, evaluate_model
 from stabnb.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,7 +289,7 @@ def test_study_dir_is_keyed_by_the_code_a_cell_runs(monkeypatch, tmp_path):
     edit("train.py", "model.eval()\n    logits", "model.eval()\n    logits = None\n    logits")
     second = key()
     assert second != first
-    edit("regularizers.py", "shares_forward = False", "shares_forward = bool(0)")
+    edit("regularizers/_base.py", "shares_forward = False", "shares_forward = bool(0)")
     assert key() not in (first, second)
     monkeypatch.setenv("STABNB_WORK_DIR", str(tmp_path))
     config = StudyConfig.from_dict(TINY)
@@ -310,6 +314,91 @@ def test_gmsi_can_be_left_out(tmp_path):
     with pytest.raises(ValueError, match="gmsi_size=-1 must be in 0..probe_size=16"):
         StudyConfig.from_dict({**TINY, "probe": TINY["probe"] | {"gmsi_size": -1}})
 
+
+
+# --------------------------------------------------------------------------- the saliency probe
+
+PROBE_COLUMNS = ("heldout.relative_l2", "heldout.top_k", "attack.relative_l2", "attack.top_k",
+                 "attack.start_relative_l2", "attack.start_top_k", "dependence.between_inputs",
+                 "dependence.ratio", "sanity.randomised_spearman", "faithfulness.deletion_auc",
+                 "faithfulness.random_auc", "faithfulness.gain", "mechanism.gate_flips",
+                 "mechanism.margin")
+
+
+def test_probe_config_checks_the_probe_fields_and_drops_image_families_for_flat_inputs():
+    probe = ProbeConfig()
+    assert probe.families_for((1, 28, 28)) == probe.heldout
+    assert probe.families_for((64,)) == ("gaussian:0.02", "gaussian:0.1", "uniform:0.05")
+    assert probe.families_for((1, 28, 28), aside=True) == ("translate:1",)
+    assert probe.families_for((64,), aside=True) == ()
+    with pytest.raises(ValueError, match="holds only image families"):
+        ProbeConfig(heldout=("blur:0.5",)).families_for((64,))
+    for fields, message in [({"heldout": "gaussian:0.02"}, "non-empty list of specs"),
+                            ({"heldout": []}, "non-empty list of specs"),
+                            ({"heldout": ["gauss:0.1"]}, "'gauss' is unknown"),
+                            ({"heldout": ["blur:0.5", "blur:0.5"]}, "name a family twice"),
+                            ({"aside": ["gaussian:0.02"]}, "name a family twice"),
+                            ({"attack_steps": -1}, "attack_steps=-1 must be an integer"),
+                            ({"attack_steps": 2.5}, "attack_steps=2.5 must be an integer"),
+                            ({"attack_epsilon": 0}, "attack_epsilon=0 must be a positive"),
+                            ({"quality": "yes"}, "quality='yes' must be true or false")]:
+        with pytest.raises(ValueError, match=message):
+            StudyConfig.from_dict({**TINY, "probe": TINY["probe"] | fields})
+    again = StudyConfig.from_dict(json.loads(json.dumps(StudyConfig.from_dict(TINY).to_dict())))
+    assert again.probe.heldout == ProbeConfig().heldout
+
+
+def _image_data(n: int = 6) -> StudyData:
+    images = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(n) % 3
+    return StudyData(images, labels, images, labels, images, labels, (1, 8, 8), 3, None, None,
+                     "random images")
+
+
+@pytest.mark.parametrize("kind", ["flat", "image"])
+def test_evaluate_model_gives_every_probe_column_finite(kind):
+    probe = {"eval_size": 64, "probe_size": 6, "gmsi_size": 0, "methods": ["saliency"],
+             "num_draws": 2, "attack_steps": 2}
+    if kind == "flat":
+        config = StudyConfig.from_dict({**TINY, "probe": probe, "models": {
+            "mlp": {"architecture": "mlp", "kwargs": {"widths": [8], "activation": "relu"}}}})
+        data = load_study_data(config, 0)
+    else:
+        config = StudyConfig.from_dict({**TINY, "probe": probe, "models": {
+            "cnn": {"architecture": "cnn", "kwargs": {"channels": [2, 2], "hidden": 4}}}})
+        data = _image_data()
+    model = _build(config, data, study_cells(config)[0])
+    metrics, table = evaluate_model(model, config, data, noise_seed=0)
+    families = config.probe.families_for(data.input_shape)
+    aside = config.probe.families_for(data.input_shape, aside=True)
+    assert (len(families), len(aside)) == ((3, 0) if kind == "flat" else (4, 1))
+    names = [f"family.{s}.{m}" for s in (*families, *aside) for m in ("relative_l2", "top_k")]
+    for name in (*names, *PROBE_COLUMNS):
+        assert math.isfinite(metrics[name]), name
+        assert table[name].shape == (6,), name
+    per_family = torch.stack([table[f"family.{s}.relative_l2"] for s in families])
+    torch.testing.assert_close(table["heldout.relative_l2"], per_family.nanmean(0))
+    torch.testing.assert_close(table["dependence.ratio"],
+                               table["heldout.relative_l2"] / table["dependence.between_inputs"],
+                               equal_nan=True)          # NaN: an image alone in its class
+    # a further family leaves the draws of the others as they were
+    wider = replace(config, probe=replace(config.probe, heldout=(*config.probe.heldout,
+                                                                 "gaussian:0.3")))
+    more, _ = evaluate_model(model, wider, data, noise_seed=0)
+    assert all(more[name] == metrics[name] for name in names)
+    assert more["attack.relative_l2"] == metrics["attack.relative_l2"]
+
+
+def test_samples_carry_the_probe_columns_per_image(finished):
+    samples = finished.samples()
+    for name in PROBE_COLUMNS[:-2]:                        # a tanh MLP has no ReLU gates
+        assert name in samples.columns, name
+    row = finished.records.query("regularizer == 'none' and seed == 1").iloc[0]
+    cell = samples.query("regularizer == 'none' and seed == 1")
+    assert cell["image"].tolist() == list(range(16))
+    for name in ("heldout.relative_l2", "attack.relative_l2", "dependence.ratio",
+                 "faithfulness.gain", "saliency.relative_l2"):
+        assert row[name] == pytest.approx(cell[name].mean(), rel=1e-6), name
 
 # --------------------------------------------------------------------------- the CLI
 

@@ -52,6 +52,7 @@ NOTEBOOKS = (
     "experiments/E5_entropy_instability.ipynb",
     "experiments/E6_cifar100.ipynb",
     "experiments/E7_robustness.ipynb",
+    "experiments/E8_dynamics.ipynb",
 )
 MANIFEST_VERSION = 1
 # results/<profile>/<stem>.json names the runner writes itself.

@@ -21,14 +21,21 @@ evaluated on:
 - ``<method>.<metric>`` for each attribution method: the mean over valid probe inputs of
   ``relative_l2``, ``cosine``, ``spearman``, ``top_k``, ``sensitivity_max``, and the absolute
   change ``abs_l2 = ‖a(x̃) − a(x)‖`` (which shrinks trivially with ‖J‖; the relative and rank
-  metrics are scale-invariant), plus ``attribution_norm``.
+  metrics are scale-invariant), plus ``attribution_norm``;
+- for the saliency, beyond the training family (``docs/reconstruction.md``, "Held-out perturbation
+  families" and after): ``family.<spec>.relative_l2`` / ``.top_k`` per held-out family,
+  ``heldout.relative_l2`` / ``heldout.top_k`` (their mean per image, the primary metric),
+  ``attack.*`` and ``attack.start_*``, ``dependence.between_inputs`` / ``dependence.ratio``,
+  ``sanity.randomised_spearman``, ``faithfulness.deletion_auc`` / ``.random_auc`` / ``.gain``,
+  ``mechanism.gate_flips`` / ``mechanism.margin``; their per-image values are in the per-sample
+  table under the same names (:meth:`StudyResult.samples`).
 
 On disk, under ``out_dir``::
 
     config.json                    the config and the cell code's digest; others refuse it
     checkpoints/<key>.pt           training checkpoints (:func:`stabnb.train.train`)
     cells/<cell>.json              one finished cell: its metrics and provenance
-    cells/<cell>.per_sample.json   its per-sample entropy-link table (first method)
+    cells/<cell>.per_sample.json   its per-sample table (first method; saliency probes)
     locks/<cell>.lock              one writer per cell
     results.csv                    the tidy table, rebuilt after every cell
 

@@ -27,15 +27,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attribution import AttributionStability
+from ..attribution import (
+    AttributionStability,
+    attribution_attack,
+    attribution_method,
+    deletion_faithfulness,
+    input_dependence,
+    model_randomisation,
+    parse_perturbation,
+)
+from ..attribution.perturbations import perturb
 from ..data import load_dataset
 from ..entropy_link import EntropyLinkTable, per_sample_table
+from ..gates import gate_flips, preactivation_margin
 from ..gmsi import COMPONENTS, gmsi
 from ..io import read_json, source_digest, write_json
-from ..models import MLP, build_model, initialize
-from ..regularizers import BASELINE, make_regularizer
+from ..models import MLP, build_model, initialize, smooth_activations
+from ..regularizers import ARCHITECTURAL, BASELINE, make_regularizer
 from ..train import evaluate_accuracy, train
-from .config import Cell, StudyConfig
+from .config import Cell, ProbeConfig, StudyConfig
 
 __all__ = ["StudyData", "stream_seed", "load_study_data", "evaluate_model", "run_cell",
            "code_digest"]
@@ -43,6 +53,11 @@ __all__ = ["StudyData", "stream_seed", "load_study_data", "evaluate_model", "run
 STABILITY_METRICS = ("relative_l2", "cosine", "spearman", "top_k", "sensitivity_max", "abs_l2",
                      "attribution_norm")
 SPECTRAL_COLUMNS = ("operator_norm", "spectral_entropy", "effective_rank", "stable_rank")
+ATTACK_IMAGES = 64
+"""The attack runs on the first probe images only (its steps cost double backward passes)."""
+SANITY_IMAGES = 32
+"""The randomisation check runs on the first probe images only (the study keeps only its
+fully randomised stage, one saliency pass)."""
 TIMING_FIELDS = ("train_seconds", "eval_seconds")
 """Record fields that vary between identical runs (with ``provenance.wall_seconds``, ``.host``)."""
 
@@ -142,7 +157,10 @@ def _build(config: StudyConfig, data: StudyData, cell: Cell) -> nn.Module:
     spec = config.models[cell.model]
     model = build_model(spec.architecture, data.input_shape, data.num_classes, mean=data.mean,
                         std=data.std, **spec.kwargs)
-    return initialize(model, _generator(cell.seed, "init"))
+    model = initialize(model, _generator(cell.seed, "init"))
+    if cell.regularizer in ARCHITECTURAL:      # the same initial weights, smooth activations
+        smooth_activations(model, cell.strength)
+    return model
 
 
 def _method_kwargs(config: StudyConfig, method: str) -> dict[str, Any]:
@@ -158,12 +176,71 @@ def _mean(values: Tensor) -> float:
     return float(finite.mean()) if finite.numel() else math.nan
 
 
+def _padded(values: Tensor, n: int) -> Tensor:
+    """``values`` of the first probe images, NaN for the rest, as a CPU float64 column."""
+    column = torch.full((n,), math.nan, dtype=torch.float64)
+    column[:len(values)] = values.detach().to("cpu", torch.float64)
+    return column
+
+
+def _saliency_columns(model: nn.Module, probe: ProbeConfig, input_shape: tuple[int, ...],
+                      x: Tensor, noise_seed: int) -> dict[str, Tensor]:
+    """Per-image columns of the saliency beyond the training family: each held-out and aside
+    family, the held-out families' mean (``heldout.*``), the attack, and (``probe.quality``) input dependence, the
+    randomisation check, deletion faithfulness and the ReLU gates. Each draw has its own
+    stream of ``noise_seed`` (one purpose per family, the attack, sanity, faithfulness)."""
+    device, n = x.device, x.shape[0]
+    columns: dict[str, Tensor] = {}
+    families = probe.families_for(input_shape)
+    for spec in (*families, *probe.families_for(input_shape, aside=True)):
+        family, size = parse_perturbation(spec)
+        measured = AttributionStability(model, "saliency", perturbation=family, radius=size,
+                                        num_samples=probe.num_draws, top_k=probe.top_k).measure(
+            x, generator=_generator(noise_seed, f"heldout:{spec}", device))
+        columns[f"family.{spec}.relative_l2"] = measured.relative_l2
+        columns[f"family.{spec}.top_k"] = measured.top_k
+    for metric in ("relative_l2", "top_k"):
+        per_family = torch.stack([columns[f"family.{spec}.{metric}"] for spec in families])
+        columns[f"heldout.{metric}"] = per_family.nanmean(0)
+    if probe.attack_steps:
+        attacked = attribution_attack(model, x[:ATTACK_IMAGES], epsilon=probe.attack_epsilon,
+                                      steps=probe.attack_steps, top_k=probe.top_k,
+                                      generator=_generator(noise_seed, "attack", device))
+        for name in ("relative_l2", "top_k", "start_relative_l2", "start_top_k"):
+            columns[f"attack.{name}"] = _padded(getattr(attacked, name), n)
+    if probe.quality:
+        with torch.no_grad():
+            target = model(x).argmax(1)
+        clean = attribution_method("saliency", model)(x, target)
+        between = input_dependence(clean, target)
+        columns["dependence.between_inputs"] = between
+        columns["dependence.ratio"] = columns["heldout.relative_l2"].to(between) / between
+        sanity = model_randomisation(model, x[:SANITY_IMAGES], target[:SANITY_IMAGES],
+                                     generator=_generator(noise_seed, "sanity", device),
+                                     cascade=False)
+        columns["sanity.randomised_spearman"] = _padded(sanity.randomised, n)
+        deletion = deletion_faithfulness(model, x, clean, target,
+                                         generator=_generator(noise_seed, "faithfulness", device))
+        columns["faithfulness.deletion_auc"] = deletion.deletion_auc
+        columns["faithfulness.random_auc"] = deletion.random_auc
+        columns["faithfulness.gain"] = deletion.gain
+        training = perturb(x, "gaussian", probe.radius, probe.num_draws,
+                           generator=_generator(noise_seed, "noise", device))
+        columns["mechanism.gate_flips"] = gate_flips(model, x, training)
+        columns["mechanism.margin"] = preactivation_margin(model, x)
+    return {name: value.detach().to("cpu", torch.float64) for name, value in columns.items()}
+
+
 def evaluate_model(model: nn.Module, config: StudyConfig, data: StudyData, *,
                    noise_seed: int = 0) -> tuple[dict[str, float], EntropyLinkTable]:
     """One trained model's row of metrics (:mod:`stabnb.study`) and its per-sample table.
 
     The probe noise comes from the ``"noise"`` stream of ``noise_seed`` (the cell's seed), so
-    every cell of one seed sees the same draws.
+    every cell of one seed sees the same draws. Besides each method's ``<method>.*`` columns
+    under the training family (Gaussian σ = ``probe.radius``), the saliency is measured under
+    the held-out families, the attack and the quality checks (:func:`_saliency_columns`);
+    their per-image values join the per-sample table under their dotted record names
+    (``heldout.relative_l2``), their means (NaN-safe) the record.
     """
     model.eval()
     probe = config.probe
@@ -194,7 +271,9 @@ def evaluate_model(model: nn.Module, config: StudyConfig, data: StudyData, *,
     for name in SPECTRAL_COLUMNS:
         metrics[f"jacobian.{name}"] = _mean(table[name])
         metrics[f"jacobian.{name}.median"] = float(table[name].nanmedian())
-    return metrics, table
+    extra = _saliency_columns(model, probe, data.input_shape, probe_x, noise_seed)
+    metrics.update({name: _mean(values) for name, values in extra.items()})
+    return metrics, EntropyLinkTable(table.columns | extra, table.settings)
 
 
 def cell_path(out_dir: str | os.PathLike, cell: Cell) -> Path:

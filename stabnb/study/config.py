@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ..attribution import METHODS
+from ..attribution import IMAGE_FAMILIES, METHODS, parse_perturbation
 from ..models import ARCHITECTURES
 from ..regularizers import BASELINE, REGULARIZERS
 from ..train import TrainConfig
@@ -32,23 +32,28 @@ __all__ = ["DATASETS", "DEFAULT_STRENGTHS", "ModelSpec", "ProbeConfig", "StudyCo
 
 DATASETS = ("mnist", "cifar10", "cifar100", "teacher")
 
-# λ grids per data set and regulariser, in half-decade steps. The largest λ of each costs about
-# one point of clean accuracy (a calibration sweep, single seed, 3 epochs: MNIST with the MLP on
-# 10k images, CIFAR-10 with the small CNN on 5k; command and numbers in the README,
-# "Regularisation strengths"). CIFAR-100 reuses CIFAR-10's grid and the teacher task MNIST's,
-# both uncalibrated. The studies pick each regulariser's *modest* λ from the grid by accuracy
-# alone (stabnb.effects.modest_strengths), never by the stability outcome.
+# λ grids per data set and regulariser and control, in half-decade steps. Each runs from about
+# no accuracy cost to clearly more than one point, so the accuracy–stability frontier crosses the
+# one-point budget (a sweep at the quick sizes, one seed: benchmarks/calibrate_strengths.py, numbers
+# in the README, "Regularisation strengths"); noise augmentation costs nothing on either data set
+# and its grid stops at three noisy copies' worth. The smooth-activation control's λ is the
+# softplus temperature 1/β. CIFAR-100 reuses CIFAR-10's grid and the teacher task MNIST's, both
+# uncalibrated. A study's "modest" λ is read off its own frontier (stabnb.effects.modest_strengths).
 _MNIST_GRID = {
-    "jacobian_spectral": (1e-3, 3e-3, 1e-2),
-    "jacobian_frobenius": (3e-4, 1e-3, 3e-3),
-    "weight_spectral": (3e-3, 1e-2, 3e-2),
-    "input_curvature": (0.1, 0.3, 1.0),
+    "jacobian_spectral": (3e-3, 1e-2, 3e-2, 0.1),
+    "jacobian_frobenius": (1e-3, 3e-3, 1e-2, 3e-2),
+    "weight_spectral": (3e-3, 1e-2, 3e-2, 0.1),
+    "input_curvature": (0.3, 1.0, 3.0, 10.0),
+    "noise_augmentation": (0.1, 0.3, 1.0, 3.0),
+    "smooth_activation": (0.03, 0.1, 0.3, 1.0),
 }
 _CIFAR_GRID = {
-    "jacobian_spectral": (1e-4, 3e-4, 1e-3),
-    "jacobian_frobenius": (1e-4, 3e-4, 1e-3),
-    "weight_spectral": (1e-3, 3e-3, 1e-2),
-    "input_curvature": (1e-2, 3e-2, 1e-1),
+    "jacobian_spectral": (1e-3, 3e-3, 1e-2, 3e-2),
+    "jacobian_frobenius": (3e-4, 1e-3, 3e-3, 1e-2),
+    "weight_spectral": (3e-4, 1e-3, 3e-3, 1e-2),
+    "input_curvature": (1e-2, 3e-2, 0.1, 0.3),
+    "noise_augmentation": (0.1, 0.3, 1.0, 3.0),
+    "smooth_activation": (0.01, 0.03, 0.1, 0.3),
 }
 DEFAULT_STRENGTHS: dict[str, dict[str, tuple[float, ...]]] = {
     "mnist": _MNIST_GRID, "cifar10": _CIFAR_GRID, "cifar100": _CIFAR_GRID, "teacher": _MNIST_GRID,
@@ -99,6 +104,20 @@ class ProbeConfig:
             and Jacobian spectra. Default: 256.
         gmsi_size: the first ``gmsi_size`` probe images for the GMSI (an O(n³) NTK and a Hessian
             Lanczos run); 0 leaves the GMSI out. Default: 128.
+        heldout: perturbation families never used in training, as
+            :func:`stabnb.attribution.parse_perturbation` specs; the saliency's change under
+            them, averaged per image over the families, is the primary metric (``heldout.*``).
+            ``translate``/``blur`` apply to image inputs only (:meth:`families_for`). Default:
+            Gaussian σ 0.02 and 0.1, uniform L∞ 0.05, blur of width up to 0.5 pixels.
+        aside: held-out families measured and shown (``family.<spec>.*``) but not averaged
+            into the primary. Default: translation by up to 1 pixel — a shifted digit's map
+            should move with it, so its raw change measures equivariance as much as stability,
+            and at several times the noise families' size it would dominate a plain average.
+        attack_steps: projected steps of the attack on the saliency
+            (:func:`stabnb.attribution.attribution_attack`); 0 leaves the attack out. Default: 10.
+        attack_epsilon: the attack's L∞ radius in pixels. Default: 0.05.
+        quality: measure input dependence, the model-randomisation check, deletion
+            faithfulness and the ReLU gate mechanism. Default: True.
     """
 
     methods: tuple[str, ...] = ("saliency", "integrated_gradients", "smoothgrad")
@@ -110,6 +129,11 @@ class ProbeConfig:
     eval_size: int | None = 2000
     probe_size: int = 256
     gmsi_size: int = 128
+    heldout: tuple[str, ...] = ("gaussian:0.02", "gaussian:0.1", "uniform:0.05", "blur:0.5")
+    aside: tuple[str, ...] = ("translate:1",)
+    attack_steps: int = 10
+    attack_epsilon: float = 0.05
+    quality: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str) or not len(self.methods):
@@ -125,6 +149,50 @@ class ProbeConfig:
         if not 0 <= self.gmsi_size <= self.probe_size:
             raise ValueError(f"gmsi_size={self.gmsi_size} must be in 0..probe_size={self.probe_size} "
                              "(the GMSI uses the first probe inputs).")
+        if isinstance(self.heldout, str) or not len(self.heldout):
+            raise ValueError(f"probe.heldout must be a non-empty list of specs such as "
+                             f"('gaussian:0.02', 'translate:1'); got {self.heldout!r}.")
+        object.__setattr__(self, "heldout", tuple(self.heldout))
+        for spec in self.heldout:
+            parse_perturbation(spec)
+        object.__setattr__(self, "aside", (self.aside,) if isinstance(self.aside, str)
+                           else tuple(self.aside))
+        for spec in self.aside:
+            parse_perturbation(spec)
+        both = (*self.heldout, *self.aside)
+        if len(set(both)) < len(both):
+            raise ValueError(f"probe.heldout={self.heldout} and probe.aside={self.aside} name a "
+                             "family twice; list each once.")
+        if isinstance(self.attack_steps, bool) or int(self.attack_steps) != self.attack_steps \
+                or self.attack_steps < 0:
+            raise ValueError(f"probe.attack_steps={self.attack_steps} must be an integer ≥ 0 "
+                             "(0 leaves the attack out), e.g. 10.")
+        if not (isinstance(self.attack_epsilon, (int, float)) and
+                math.isfinite(self.attack_epsilon) and self.attack_epsilon > 0):
+            raise ValueError(f"probe.attack_epsilon={self.attack_epsilon} must be a positive L∞ "
+                             "radius in pixels, e.g. 0.05.")
+        if not isinstance(self.quality, bool):
+            raise ValueError(f"probe.quality={self.quality!r} must be true or false.")
+
+    def families_for(self, input_shape: tuple[int, ...], *,
+                     aside: bool = False) -> tuple[str, ...]:
+        """The held-out specs (``aside``: the aside specs) that apply to inputs of
+        ``input_shape``: all for images ``(C, H, W)``, without ``translate``/``blur`` for flat
+        inputs ``(d,)``.
+
+        Raises:
+            ValueError: no held-out family is left for flat inputs (the aside may be empty).
+        """
+        specs = self.aside if aside else self.heldout
+        if len(input_shape) == 3:
+            return specs
+        kept = tuple(s for s in specs if parse_perturbation(s)[0] not in IMAGE_FAMILIES)
+        if aside:
+            return kept
+        if not kept:
+            raise ValueError(f"probe.heldout={self.heldout} holds only image families, but the "
+                             f"inputs have shape {tuple(input_shape)}; add e.g. 'gaussian:0.02'.")
+        return kept
 
 
 _REQUIRED = ("dataset", "models", "regularizers", "seeds", "train")
@@ -215,6 +283,11 @@ class StudyConfig:
                                  "finite and > 0 (λ = 0 is the baseline, always included).")
             grids[name] = tuple(sorted(set(grid)))
         object.__setattr__(self, "regularizers", grids)
+        smoothed = [n for n, spec in self.models.items()
+                    if spec.kwargs.get("activation", "relu") != "relu"]
+        if "smooth_activation" in grids and smoothed:
+            raise ValueError(f"the smooth_activation control swaps ReLU for softplus, but models "
+                             f"{smoothed} are not ReLU networks; drop the control or those models.")
         object.__setattr__(self, "regularizer_kwargs", _plain(dict(self.regularizer_kwargs)))
         object.__setattr__(self, "teacher", _plain(dict(self.teacher)))
         if self.train_size is not None and self.train_size < 1:

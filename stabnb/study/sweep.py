@@ -100,10 +100,12 @@ class StudyResult:
         return model.to(device).eval()
 
     def samples(self) -> pd.DataFrame:
-        """Per-image values of the first probe method in every finished cell: the cell keys,
-        ``seed``, ``image`` (the probe image's index within its seed, shared by all of that
-        seed's cells) and ``<method>.<column>`` of its per-sample table — what a bootstrap over
-        images needs (:func:`stabnb.effects.regularizer_effects`)."""
+        """Per-image values of every finished cell: the cell keys, ``seed``, ``image`` (the
+        probe image's index within its seed, shared by all of that seed's cells),
+        ``<method>.<column>`` of the first probe method's per-sample table, and the saliency's
+        probe columns under their record names (``heldout.relative_l2``, ``attack.relative_l2``,
+        ``dependence.ratio``, ``faithfulness.gain``... : the table's dotted columns) — what a
+        bootstrap over images needs (:func:`stabnb.effects.regularizer_effects`)."""
         method = self.config.probe.methods[0]
         frames = []
         for cell in study_cells(self.config):
@@ -111,7 +113,8 @@ class StudyResult:
             if not path.exists():
                 continue
             table = self.per_sample(cell.model, cell.regularizer, cell.strength, cell.seed)
-            frame = pd.DataFrame({f"{method}.{k}": v.numpy() for k, v in table.columns.items()})
+            frame = pd.DataFrame({k if "." in k else f"{method}.{k}": v.numpy()
+                                  for k, v in table.columns.items()})
             frames.append(frame.assign(model=cell.model, regularizer=cell.regularizer,
                                        strength=cell.strength, seed=cell.seed,
                                        image=range(len(frame))))

@@ -1,22 +1,7 @@
-"""Data: MNIST, CIFAR-10 and CIFAR-100 as uint8 tensors, plus synthetic data with chosen spectra.
-
-Where the images come from, in order:
-
-1. ``root`` (argument) or ``$STABNB_DATA_ROOT``: a folder in torchvision's own layout, what
-   ``torchvision.datasets.MNIST(root, download=True)`` writes (``MNIST/raw/``,
-   ``cifar-10-batches-py/``, ``cifar-100-python/``). Users who are online pass
-   ``download=True``, or set ``STABNB_DOWNLOAD=1`` for every load (notebooks included), and
-   torchvision fills it.
-2. ``offline_root`` (argument) or ``$STABNB_OFFLINE_DATA``: the project's offline copies
-   (``mnist/*.gz`` and ``cifar10/*.tar.gz`` with a ``SHA256SUMS`` file), verified against
-   their checksums before use.
-3. Decoding the offline CIFAR-10 JPEGs takes seconds, so the decoded uint8 arrays are cached
-   in ``cache_dir`` (argument, ``$STABNB_CACHE``, else ``<project>/data/cache``, else
-   ``~/.cache/stabnb``), keyed by the archive's checksum and written atomically.
-
-Models take pixel inputs in [0, 1] (see :mod:`stabnb.models`); the normalisation statistics
-of each data set are recorded on the :class:`ImageDataset` and passed to the model.
-"""
+"""Where the images come from: a torchvision-layout folder (or a download into one), the
+project's checksummed offline copies, and the cache of decoded arrays; :func:`load_dataset`
+tries them in the order the :mod:`stabnb.data` docstring gives, and :func:`data_availability`
+reports instead of raising."""
 
 from __future__ import annotations
 
@@ -28,98 +13,22 @@ import pickle
 import tarfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .io import load_torch, project_root, save_torch
-from .rng import resolve_generator
+from ..io import load_torch, project_root, save_torch
+from .images import CIFAR10_CLASSES, DATASETS, SPLITS, ImageDataset
 
-__all__ = ["DataAvailability", "data_availability", 
-    "DATASETS", "ImageDataset", "DataSourceError", "load_dataset", "gaussian_mixture",
-    "spectrum_profile", "matrix_with_spectrum", "with_weight_spectra",
-]
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
-
-# name -> (per-channel mean, per-channel std, image shape) of the training split.
-DATASETS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[int, int, int]]] = {
-    "mnist": ((0.1307,), (0.3081,), (1, 28, 28)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), (3, 32, 32)),
-}
-SPLITS = ("train", "test")
+__all__ = ["DataSourceError", "DataAvailability", "load_dataset", "data_availability",
+           "default_cache_dir"]
 
 
 class DataSourceError(FileNotFoundError):
     """No source for a data set could be found or used; the message lists every option."""
-
-
-@dataclass(frozen=True)
-class ImageDataset:
-    """Images as uint8 ``(N, C, H, W)``, labels as int64 ``(N,)``, and their statistics.
-
-    Attributes:
-        name, split: e.g. ``"mnist"``, ``"train"``.
-        images: uint8 tensor ``(N, C, H, W)``.
-        labels: int64 tensor ``(N,)``.
-        classes: class names in label order.
-        mean, std: per-channel normalisation statistics (pixel units, [0, 1]).
-        source: where the images were read from (for provenance).
-    """
-
-    name: str
-    split: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    source: str
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
-
-    def pixels(self, dtype: torch.dtype = torch.float32,
-               device: str | torch.device | None = None) -> torch.Tensor:
-        """Images as floats in [0, 1]: the view models and attribution noise use."""
-        return self.images.to(device=device, dtype=dtype) / 255.0
-
-    def normalized(self, dtype: torch.dtype = torch.float32,
-                   device: str | torch.device | None = None) -> torch.Tensor:
-        """Images as (x − mean) / std per channel, for code outside stabnb's models."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, dtype=dtype, device=device).view(shape)
-        std = torch.tensor(self.std, dtype=dtype, device=device).view(shape)
-        return (self.pixels(dtype, device) - mean) / std
-
-    def subset(self, n: int, seed: int = 0) -> ImageDataset:
-        """A class-balanced random subset of ``n`` images (round-robin over classes), fixed by ``seed``."""
-        if not 0 < n <= len(self):
-            raise ValueError(f"subset size n={n} must be in 1..{len(self)} for {self.name}/{self.split}.")
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self), generator=generator)
-        labels = self.labels[order]
-        rank = torch.zeros_like(labels)
-        for c in range(self.num_classes):
-            mask = labels == c
-            rank[mask] = torch.arange(int(mask.sum()))
-        chosen = order[torch.argsort(rank * self.num_classes + labels, stable=True)[:n]]
-        chosen = chosen.sort().values
-        return replace(self, images=self.images[chosen], labels=self.labels[chosen],
-                       source=f"{self.source} [subset n={n}, seed={seed}]")
 
 
 def _env_path(explicit: str | os.PathLike | None, variable: str) -> Path | None:
@@ -389,98 +298,6 @@ def _options(name: str) -> str:
         "(a folder with mnist/, cifar10/ and SHA256SUMS; the Makefile sets it to ../shared/data "
         "when that folder exists)."
     )
-
-
-# --- synthetic data ------------------------------------------------------------------------
-
-def gaussian_mixture(n: int, dim: int, num_classes: int, *, separation: float = 3.0,
-                     noise: float = 1.0, generator: torch.Generator | None = None, seed: int = 0,
-                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` points of a ``num_classes``-component isotropic Gaussian mixture in R^dim.
-
-    Class means are random directions scaled to norm ``separation``; each point is its
-    class mean plus ``N(0, noise² I)``. Labels are balanced (round-robin, then shuffled).
-
-    Returns:
-        ``(x, y)`` with ``x`` of shape ``(n, dim)`` and int64 labels ``y`` of shape ``(n,)``.
-    """
-    generator = resolve_generator(generator, seed)
-    if n < 1 or dim < 1 or num_classes < 2:
-        raise ValueError(f"need n ≥ 1, dim ≥ 1, num_classes ≥ 2; got n={n}, dim={dim}, "
-                         f"num_classes={num_classes}.")
-    means = torch.randn(num_classes, dim, generator=generator, dtype=dtype)
-    means = separation * means / means.norm(dim=1, keepdim=True)
-    labels = torch.arange(n) % num_classes
-    labels = labels[torch.randperm(n, generator=generator)]
-    x = means[labels] + noise * torch.randn(n, dim, generator=generator, dtype=dtype)
-    return x, labels
-
-
-def spectrum_profile(rank: int, decay: float, *, norm: float = 1.0,
-                     kind: str = "geometric") -> torch.Tensor:
-    """Singular values with ``s_1 = norm`` and a chosen concentration.
-
-    ``"geometric"``: s_i = norm · decay^(i−1); ``"power"``: s_i = norm · i^(−decay).
-    ``decay = 1`` (geometric) or ``0`` (power) gives a flat spectrum (maximal entropy);
-    small geometric ``decay`` concentrates the energy in s_1 (entropy → 0).
-    """
-    if rank < 1:
-        raise ValueError(f"rank={rank} must be at least 1.")
-    index = torch.arange(rank, dtype=torch.float64)
-    if kind == "geometric":
-        if not 0 < decay <= 1:
-            raise ValueError(f"geometric decay={decay} must be in (0, 1].")
-        values = decay ** index
-    elif kind == "power":
-        if decay < 0:
-            raise ValueError(f"power decay={decay} must be ≥ 0.")
-        values = (index + 1) ** (-decay)
-    else:
-        raise ValueError(f"kind={kind!r} is unknown; choose 'geometric' or 'power'.")
-    return norm * values
-
-
-def _random_orthogonal(n: int, k: int, generator: torch.Generator | None,
-                       dtype: torch.dtype) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(n, k, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).to(dtype)
-
-
-def matrix_with_spectrum(singular_values: torch.Tensor, shape: tuple[int, int], *,
-                         generator: torch.Generator | None = None, seed: int = 0,
-                         dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """A random ``shape`` matrix U diag(s) Vᵀ with the given singular values (Haar U, V)."""
-    generator = resolve_generator(generator, seed)
-    rows, cols = shape
-    s = torch.as_tensor(singular_values, dtype=torch.float64)
-    if s.dim() != 1 or s.numel() > min(rows, cols):
-        raise ValueError(f"{s.numel()} singular values do not fit a {rows}×{cols} matrix "
-                         f"(at most {min(rows, cols)}).")
-    if bool((s < 0).any()):
-        raise ValueError("singular values must be non-negative.")
-    k = s.numel()
-    u = _random_orthogonal(rows, k, generator, torch.float64)
-    v = _random_orthogonal(cols, k, generator, torch.float64)
-    return ((u * s) @ v.T).to(dtype)
-
-
-def with_weight_spectra(model: torch.nn.Module, decay: float, *, norm: float = 1.0,
-                        kind: str = "geometric",
-                        generator: torch.Generator | None = None, seed: int = 0) -> torch.nn.Module:
-    """Give every ``nn.Linear`` weight of ``model`` the spectrum ``spectrum_profile(r, decay, norm)``.
-
-    A teacher network whose layers share one operator norm but differ in concentration.
-    Modifies ``model`` in place and returns it.
-    """
-    generator = resolve_generator(generator, seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                rows, cols = module.weight.shape
-                s = spectrum_profile(min(rows, cols), decay, norm=norm, kind=kind)
-                module.weight.copy_(matrix_with_spectrum(s, (rows, cols), generator=generator,
-                                                         dtype=module.weight.dtype))
-    return model
 
 
 @dataclass(frozen=True)
