@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
 import seaborn as sns
 import torch
 from matplotlib.cm import ScalarMappable
@@ -31,6 +32,7 @@ __all__ = [
     "plot_operator_spectra", "plot_attribution_maps",
     # experiments
     "plot_strength_sweep", "plot_regularizer_effects", "plot_pareto", "plot_entropy_link",
+    "plot_predictor_scatter", "plot_correlation_heatmap",
 ]
 
 
@@ -392,6 +394,58 @@ def plot_regularizer_effects(effects: Sequence[Any], *, model: str) -> Figure:
     ax.set(ylabel="change vs baseline (%)", title=f"{model}: modest regularisation")
     if ax.get_legend_handles_labels()[0]:                 # nothing drawn: no modest λ at all
         ax.legend(fontsize="x-small", frameon=False)
+    return fig
+
+
+def plot_predictor_scatter(frame: Any, predictors: Sequence[str], target: str, *,
+                           title: str = "") -> Figure:
+    """Each predictor (log scale where it spans a decade) against ``target``, one point per network:
+    filled for the held-out half, hollow for the fitting half, coloured by regulariser
+    (experiment E7; ``frame`` from :func:`stabnb.validity.robustness_table`)."""
+    ncols = min(4, len(predictors))
+    nrows = -(-len(predictors) // ncols)
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=2.8, height=2.4)
+    axes = list(axes.flat) if len(predictors) > 1 else [axes]
+    families = sorted(frame["regularizer"].unique())
+    for ax, predictor in zip(axes, predictors):
+        for i, family in enumerate(families):
+            for half, face in (("fit", "none"), ("heldout", f"C{i}")):
+                rows = frame[(frame["regularizer"] == family) & (frame["half"] == half)]
+                ax.scatter(rows[predictor], rows[target], s=14, facecolors=face,
+                           edgecolors=f"C{i}", linewidths=0.8,
+                           label=f"{family} ({half})" if ax is axes[0] else None)
+        values = frame[predictor]
+        if (values > 0).all() and values.max() > 10 * values.min():   # wide ranges only
+            ax.set_xscale("log")
+        ax.set(xlabel=predictor, ylabel=target)
+    for ax in axes[len(predictors):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize="xx-small", frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_correlation_heatmap(correlations: Any, *, half: str = "heldout",
+                             title: str = "") -> Figure:
+    """Spearman ρ of each predictor (rows) with each robustness measure (columns) on one half,
+    each cell annotated with ρ and its bootstrap interval (``correlations`` from
+    :func:`stabnb.validity.rank_correlations`)."""
+    rows = correlations[correlations["half"] == half]
+    predictors = list(dict.fromkeys(rows["predictor"]))
+    targets = list(dict.fromkeys(rows["target"]))
+    fig, ax = new_figure(width=1.0 * len(targets) + 2.5, height=0.45 * len(predictors) + 1.2)
+    grid = np.full((len(predictors), len(targets)), np.nan)
+    for r in rows.itertuples():
+        i, j = predictors.index(r.predictor), targets.index(r.target)
+        grid[i, j] = r.rho
+        text = "n/a" if math.isnan(r.rho) else f"{r.rho:.2f}\n[{r.lo:.2f}, {r.hi:.2f}]"
+        ax.text(j, i, text, ha="center", va="center", fontsize=5,
+                color="white" if abs(r.rho) > 0.6 else "black")
+    image = ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right", fontsize="x-small")
+    ax.set_yticks(range(len(predictors)), predictors, fontsize="x-small")
+    fig.colorbar(image, ax=ax, label="Spearman ρ")
+    ax.set_title(title or f"{half} half", fontsize="small")
     return fig
 
 

@@ -51,6 +51,7 @@ NOTEBOOKS = (
     "experiments/E4_cifar10.ipynb",
     "experiments/E5_entropy_instability.ipynb",
     "experiments/E6_cifar100.ipynb",
+    "experiments/E7_robustness.ipynb",
     "experiments/E8_dynamics.ipynb",
 )
 MANIFEST_VERSION = 1

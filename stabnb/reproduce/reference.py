@@ -27,6 +27,7 @@ STUDY_NOTEBOOKS = (
     "experiments/E4_cifar10.ipynb",
     "experiments/E5_entropy_instability.ipynb",
     "experiments/E6_cifar100.ipynb",
+    "experiments/E7_robustness.ipynb",
 )
 """Notebooks that train networks: checked at ``smoke`` against the reference, not by nbval
 (``pyproject.toml`` ignores them for nbval; a test keeps the two lists equal)."""

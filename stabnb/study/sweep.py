@@ -31,13 +31,14 @@ from typing import Any
 import pandas as pd
 import torch
 from filelock import FileLock
+from torch import nn
 
 from ..checks import resolve_device
 from ..entropy_link import EntropyLinkTable
-from ..io import project_root, read_json, write_json, write_text
+from ..io import load_torch, project_root, read_json, write_json, write_text
 from ..progress import progress_enabled
 from ..regularizers import BASELINE
-from .cell import StudyData, cell_path, code_digest, load_study_data, run_cell
+from .cell import StudyData, _build, cell_path, code_digest, load_study_data, run_cell
 from .config import Cell, StudyConfig, study_cells
 
 __all__ = ["StudyResult", "StudyFailed", "run_study", "load_study", "study_dir", "check_folder"]
@@ -71,6 +72,32 @@ class StudyResult:
                                       dtype=torch.float64)
                    for name, values in stored["columns"].items()}
         return EntropyLinkTable(columns, stored["settings"])
+
+    def load_model(self, cell: Cell, data: StudyData | None = None, *,
+                   device: str | torch.device = "cpu") -> nn.Module:
+        """The trained network of the finished ``cell``, from its checkpoint, in eval mode.
+
+        ``data`` is the cell's seed's :func:`load_study_data` (loaded when not given); it gives
+        the input shape, the classes and the normalisation the network was built with.
+
+        Raises:
+            FileNotFoundError: the cell is not finished, or its checkpoint is gone (delete
+                the cell's record and rerun run_study to retrain it).
+        """
+        path = cell_path(self.out_dir, cell)
+        if not path.exists():
+            raise FileNotFoundError(f"cell {cell.name} is not finished in {self.out_dir}; "
+                                    "run_study first.")
+        key = read_json(path, fix=_CELL_FIX)["provenance"]["checkpoint_key"]
+        checkpoint = self.out_dir / "checkpoints" / f"{key}.pt"
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"the checkpoint {checkpoint} of cell {cell.name} is gone; "
+                                    f"delete {path} and rerun run_study to retrain the cell.")
+        data = data or load_study_data(self.config, cell.seed)
+        model = _build(self.config, data, cell)
+        model.load_state_dict(load_torch(checkpoint, what="training checkpoint",
+                                         map_location="cpu")["model"])
+        return model.to(device).eval()
 
     def samples(self) -> pd.DataFrame:
         """Per-image values of every finished cell: the cell keys, ``seed``, ``image`` (the
