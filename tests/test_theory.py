@@ -118,6 +118,33 @@ def test_forward_sensitivity_holds_and_layerwise_bound_tight_for_one_linear_laye
     torch.testing.assert_close(result.path_sup, result.jacobian_norm)
 
 
+def test_gmsi_forward_bound_on_a_linear_layer_and_random_networks():
+    """For f(x) = Wx + b, J = W everywhere: G_J = ‖W‖₂ and the slack is ‖W‖₂‖δ‖ / ‖Wδ‖ exactly."""
+    x = _inputs((6,))
+    linear = _linear_net()
+    result = theory.check_gmsi_forward_bound(linear, x, radius=0.3, num_path_points=3,
+                                             generator=torch.Generator().manual_seed(2))
+    delta = theory.sensitivity.random_directions(x, 0.3, torch.Generator().manual_seed(2))
+    weight = linear[0].weight.detach()
+    top = float(torch.linalg.svdvals(weight)[0])
+    assert result.input_component == pytest.approx(top, rel=1e-12)
+    torch.testing.assert_close(result.output_change, (delta @ weight.T).norm(dim=1))
+    torch.testing.assert_close(result.component_slack, top * 0.3 / (delta @ weight.T).norm(dim=1))
+    assert result.gmsi_value >= result.input_component
+    assert result.dominant in ("input_jacobian", "param_jacobian", "ntk", "hessian")
+    for member in _family():
+        check = theory.check_gmsi_forward_bound(member.model, x, radius=0.5,
+                                                generator=torch.Generator().manual_seed(3))
+        path = theory.check_forward_sensitivity(member.model, x, radius=0.5,
+                                                generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(check.output_change, path.output_change)
+        assert bool(check.holds.all())
+        assert bool((check.component_bound >= path.path_bound * (1 - 1e-12)).all())
+        assert bool((check.gmsi_bound >= check.component_bound).all())
+    with pytest.raises(ValueError, match="radius"):
+        theory.check_gmsi_forward_bound(linear, x, radius=0.0)
+
+
 def test_layerwise_bound_covers_conv_net():
     family = theory.random_networks((1, 8, 8), 3, architecture="cnn", widths=(3,), depths=(1,),
                                     activations=("relu",),
@@ -269,7 +296,7 @@ def test_to_dict_is_json_ready():
     x = _inputs((6,))
     for member in (_family(("tanh",), depths=(1,))[0], _family(("relu",), depths=(1,))[0]):
         for check in (theory.check_product_representation, theory.check_forward_sensitivity,
-                      theory.check_typical_sensitivity, theory.check_parameter_sensitivity,
+                      theory.check_gmsi_forward_bound, theory.check_typical_sensitivity, theory.check_parameter_sensitivity,
                       theory.check_saliency, theory.check_ig_completeness,
                       theory.check_integrated_gradients):
             result = check(member.model, x)

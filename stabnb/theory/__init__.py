@@ -39,9 +39,11 @@ from .product import (
 )
 from .sensitivity import (
     ForwardSensitivityCheck,
+    GMSIForwardCheck,
     ParameterSensitivityCheck,
     TypicalSensitivityCheck,
     check_forward_sensitivity,
+    check_gmsi_forward_bound,
     check_parameter_sensitivity,
     check_typical_sensitivity,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "FamilyCheck", "PerSampleResult", "RandomNetwork", "check_family", "random_networks",
     "Factor", "ProductCheck", "ProductRepresentation", "check_product_representation",
     "layerwise_bound", "weight_gate_product",
-    "ForwardSensitivityCheck", "ParameterSensitivityCheck", "TypicalSensitivityCheck",
-    "check_forward_sensitivity", "check_parameter_sensitivity", "check_typical_sensitivity",
+    "ForwardSensitivityCheck", "GMSIForwardCheck", "ParameterSensitivityCheck",
+    "TypicalSensitivityCheck", "check_forward_sensitivity", "check_gmsi_forward_bound",
+    "check_parameter_sensitivity", "check_typical_sensitivity",
 ]

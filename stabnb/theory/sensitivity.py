@@ -1,6 +1,6 @@
 """R2–R4: forward, typical (entropy-refined) and parameter sensitivity of a network, checked per sample.
 
-- R2: ``‖f(x+δ) − f(x)‖ ≤ sup_t ‖J_f(x+tδ)‖₂ ‖δ‖``;
+- R2: ``‖f(x+δ) − f(x)‖ ≤ sup_t ‖J_f(x+tδ)‖₂ ‖δ‖ ≤ GMSI·‖δ‖`` (the GMSI over the path);
 - R3: ``E‖Jξ‖² = σ²‖J‖_F² ≤ σ²‖J‖₂² exp(H(J)) ≤ σ²‖J‖₂² rank J ≤ σ² d ‖J‖₂²`` for ξ ~ N(0, σ²I);
 - R4: ``‖f_{θ+Δ}(x) − f_θ(x)‖ ≲ ‖∇_θ f(x)‖₂ ‖Δ‖`` and ``‖∇_θ f(x)‖₂² = λ_max(K_xx)``.
 
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ..gmsi import gmsi
 from ..models import functional
 from ..operators import input_jacobian_singular_values, ntk_gram, parameter_jacobian
 from ..rng import resolve_generator
@@ -23,7 +24,8 @@ from .families import PerSampleResult
 from .product import layerwise_bound
 
 __all__ = [
-    "ForwardSensitivityCheck", "check_forward_sensitivity", "TypicalSensitivityCheck",
+    "ForwardSensitivityCheck", "check_forward_sensitivity", "GMSIForwardCheck",
+    "check_gmsi_forward_bound", "TypicalSensitivityCheck",
     "check_typical_sensitivity", "ParameterSensitivityCheck", "check_parameter_sensitivity",
 ]
 
@@ -51,6 +53,16 @@ def path_operator_norms(model: nn.Module, points: torch.Tensor) -> torch.Tensor:
     """‖J_f(p)‖₂ for a stack of point batches (T, n, ...) -> (T, n)."""
     flat = points.reshape(-1, *points.shape[2:])
     return input_jacobian_singular_values(model, flat)[:, 0].view(points.shape[:2])
+
+
+def _perturbation(model: nn.Module, inputs: torch.Tensor, radius: float, num_path_points: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random δ of norm ``radius`` per sample, the path grid x + tδ, and ‖f(x+δ) − f(x)‖."""
+    delta = random_directions(inputs, radius, generator)
+    points = path_points(inputs, delta, num_path_points)
+    with torch.no_grad():
+        change = (model(inputs + delta) - model(inputs)).norm(dim=1)
+    return delta, points, change
 
 
 @dataclass(frozen=True)
@@ -87,12 +99,10 @@ def check_forward_sensitivity(model: nn.Module, inputs: torch.Tensor, *, radius:
     Cost: ``num_path_points`` Jacobian spectra per sample.
     """
     generator = resolve_generator(generator, seed)
-    delta = random_directions(inputs, radius, generator)
+    delta, points, change = _perturbation(model, inputs, radius, num_path_points, generator)
     bound = layerwise_bound(model, inputs.shape[1:])
-    path_norms = path_operator_norms(model, path_points(inputs, delta, num_path_points))
+    path_norms = path_operator_norms(model, points)
     jacobian_norm = path_norms[0]
-    with torch.no_grad():
-        change = (model(inputs + delta) - model(inputs)).norm(dim=1)
     delta_norm = delta.flatten(1).norm(dim=1)
     path_sup = path_norms.amax(dim=0)
     path_bound = path_sup * delta_norm
@@ -100,6 +110,60 @@ def check_forward_sensitivity(model: nn.Module, inputs: torch.Tensor, *, radius:
     return ForwardSensitivityCheck(jacobian_norm, bound, bound / jacobian_norm, change,
                                    delta_norm, path_sup, path_bound, path_bound / change,
                                    float(radius), num_path_points, holds)
+
+
+@dataclass(frozen=True)
+class GMSIForwardCheck(PerSampleResult):
+    """R2 through the GMSI on a batch, per sample: the bound and its slack.
+
+    ``component_bound = G_J ‖δ‖`` with ``G_J = sup ‖J_f‖₂`` the GMSI's input-Jacobian component
+    over the sample set {x_i + t δ_i} (every input and its path grid), ``gmsi_bound = GMSI ‖δ‖``
+    (the aggregate, ≥ the component); ``*_slack = bound / output_change``. ``dominant``: the
+    component the GMSI equals.
+    """
+
+    output_change: torch.Tensor
+    delta_norm: torch.Tensor
+    component_bound: torch.Tensor
+    gmsi_bound: torch.Tensor
+    component_slack: torch.Tensor
+    gmsi_slack: torch.Tensor
+    input_component: float
+    gmsi_value: float
+    dominant: str
+    radius: float
+    num_path_points: int
+    holds: torch.Tensor
+
+
+def check_gmsi_forward_bound(model: nn.Module, inputs: torch.Tensor, *, radius: float = 0.1,
+                             num_path_points: int = 9,
+                             generator: torch.Generator | None = None, seed: int = 0
+                             ) -> GMSIForwardCheck:
+    """R2's last step: ``‖f(x+δ) − f(x)‖ ≤ sup_t ‖J_f(x+tδ)‖₂ ‖δ‖ ≤ G_J ‖δ‖ ≤ GMSI·‖δ‖``.
+
+    The GMSI (:func:`stabnb.gmsi.gmsi`, its default size-free definition) is computed on the
+    sample set of every input and its path grid x + tδ (``num_path_points`` values of t), so its
+    input-Jacobian component ``G_J`` bounds the path sup; the loss Hessian term uses the
+    network's own predicted classes as targets. δ is uniformly random on the sphere of radius
+    ``radius``. Our reconstruction (R2, ``docs/reconstruction.md``).
+
+    Cost: one GMSI on ``n·num_path_points`` samples (their Jacobians, NTK and a Lanczos run).
+    """
+    generator = resolve_generator(generator, seed)
+    delta, points, change = _perturbation(model, inputs, radius, num_path_points, generator)
+    samples = points.reshape(-1, *inputs.shape[1:])
+    with torch.no_grad():
+        targets = model(samples).argmax(dim=1)
+    index = gmsi(model, samples, targets, generator=generator, progress=False, pixel_range=None)
+    delta_norm = delta.flatten(1).norm(dim=1)
+    component = index.components["input_jacobian"]
+    component_bound, gmsi_bound = component * delta_norm, index.value * delta_norm
+    dominant = max(index.components, key=index.components.__getitem__)
+    return GMSIForwardCheck(change, delta_norm, component_bound, gmsi_bound,
+                            component_bound / change, gmsi_bound / change, component,
+                            index.value, dominant, float(radius), num_path_points,
+                            change <= component_bound)
 
 
 @dataclass(frozen=True)
