@@ -28,6 +28,7 @@ STUDY_NOTEBOOKS = (
     "experiments/E5_entropy_instability.ipynb",
     "experiments/E6_cifar100.ipynb",
     "experiments/E7_robustness.ipynb",
+    "experiments/E8_dynamics.ipynb",
 )
 """Notebooks that train networks: checked at ``smoke`` against the reference, not by nbval
 (``pyproject.toml`` ignores them for nbval; a test keeps the two lists equal)."""
