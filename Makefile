@@ -1,6 +1,7 @@
 # stabnb: the two commands of the README, plus helpers for developers.
 #   make reproduce   run every notebook headless (PROFILE=quick by default) and write the report
-#   make test        the whole test suite: unit tests and the notebooks under nbval (smoke profile)
+#   make test        the whole test suite: unit tests, the cheap notebooks under nbval (quick, against
+#                    their published outputs), the study notebooks at smoke (tests/reference)
 #   make lab         JupyterLab on the tour, with the same data settings (STABNB_DOWNLOAD=1 to download)
 # Each creates or reuses the virtual environment in $(VENV) and installs what it needs.
 
