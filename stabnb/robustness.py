@@ -63,7 +63,8 @@ def _torchattacks() -> ModuleType:
         return importlib.import_module("torchattacks")
     except ImportError as err:
         raise ImportError("stabnb.robustness's attacks (PGD, AutoAttack): this needs "
-                          "torchattacks; pip install 'stabnb[robustness]'") from err
+                          "torchattacks; pip install --no-deps 'torchattacks>=3.5' (its requests pin "
+                          "conflicts with JupyterLab's; its other dependencies are stabnb's)") from err
 
 
 def check_epsilon(eps: float, norm: str = "Linf") -> float:

@@ -134,7 +134,7 @@ def test_corruptions_are_deterministic_shape_preserving_and_exact():
 def test_missing_torchattacks_names_the_extra(tiny, monkeypatch):
     model, x, y = tiny
     monkeypatch.setitem(sys.modules, "torchattacks", None)
-    with pytest.raises(ImportError, match=r"needs torchattacks; pip install 'stabnb\[robustness\]'"):
+    with pytest.raises(ImportError, match=r"needs torchattacks; pip install --no-deps 'torchattacks>=3.5'"):
         pgd_attack(model, x, y, eps=0.1)
     noise_accuracy(model, x, y, (0.1,))                                 # the rest still works
 
