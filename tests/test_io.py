@@ -58,7 +58,7 @@ def test_source_digest_ignores_prose_and_unrelated_modules(tmp_path, monkeypatch
     train = package / "train.py"
     text = train.read_text()
     train.write_text(text.replace('"""', '"""An edited docstring. ', 1) + "\n# a comment\n")
-    (package / "plotting.py").write_text("def anything():\n    return 1\n")
+    (package / "plotting" / "experiments.py").write_text("def anything():\n    return 1\n")
     assert io_module.source_digest(["stabnb.study"]) == before
 
     regularizers = package / "regularizers" / "noise.py"

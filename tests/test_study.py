@@ -281,7 +281,7 @@ def test_study_dir_is_keyed_by_the_code_a_cell_runs(monkeypatch, tmp_path):
     first = key()
     assert first.startswith("E-") and first.endswith(StudyConfig.from_dict(TINY).fingerprint()[:8])
     edit("train.py", '"""Top-1 accuracy of', '"""The top-1 accuracy of')
-    edit("plotting.py", "import math\n", "import math\nUNUSED = 1\n")
+    edit("plotting/experiments.py", "import math\n", "import math\nUNUSED = 1\n")
     edit("notebook.py", "import os\n", "import os\nUNUSED = 1\n")
     edit("effects.py", "from __future__ import annotations\n",
          "from __future__ import annotations\nUNUSED = 1\n")
