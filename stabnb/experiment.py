@@ -148,10 +148,12 @@ def _at_chosen(records: pd.DataFrame, metrics: Sequence[str], effects: Sequence[
                     for r in records.itertuples()]]
     table = relative_change_table(keep, present, as_instability=as_instability,
                                   confidence=rule.confidence)
+    sign = -1.0 if as_instability else 1.0          # a reduction in instability reads positive
     for row in table.itertuples():
-        cell = Interval(row.mean, row.lo, row.hi, int(row.n))
+        lo, hi = sorted((sign * row.lo, sign * row.hi))
+        cell = Interval(sign * row.mean, lo, hi, int(row.n))
         rows[(row.model, row.regularizer, row.strength)][row.metric] = cell.format(
-            1, scale=-100.0 if as_instability else 100.0, signed=True)
+            1, scale=100.0, signed=True)
     frame = pd.DataFrame.from_dict(rows, orient="index")
     return frame.rename_axis(["model", "regularizer", "chosen λ"]) if not frame.empty else frame
 

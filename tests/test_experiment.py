@@ -38,6 +38,10 @@ def test_experiment_builds_effects_tables_and_claims(tmp_path):
     assert {(c.penalty, c.control) for c in result.comparisons} <= {
         ("jacobian_spectral", "noise_augmentation")}
     assert "training family (Gaussian σ=0.05, labelled)" in result.families.columns
+    for text in result.families.stack():                 # "+m [lo, hi]": reductions, lo ≤ hi
+        if "[" in text:
+            lo, hi = (float(v) for v in text.split("[")[1].rstrip("]").split(","))
+            assert lo <= float(text.split()[0]) <= hi, text
     # intervals from the two-level bootstrap over seeds × probe images (the per-sample tables)
     assert result.settings["intervals"] == "bootstrap over seeds × probe images"
     assert result.effects[0].improvement is None or result.effects[0].improvement.n == 2 * 8
