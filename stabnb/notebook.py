@@ -78,20 +78,21 @@ class Notebook:
                             metadata={"CreationDate": None} if suffix == "pdf" else None)
         return target / f"{name}.png"
 
-    def claim(self, *args: Any, **fields: Any) -> Claim:
+    def claim(self, *args: Any, **fields: Any) -> None:
         """Record a :class:`~stabnb.claims.Claim` and print its verdict line.
 
         Pass a ``Claim`` (``nb.claim(summaries_claim(...))``) or its fields, as
         :class:`~stabnb.claims.Claim` takes them (``name, statement, passed, summary, numbers``,
         ``kind=``); ``passed=None`` means the numbers cannot decide. Keep ``summary`` to rounded
         numbers so the printed line is deterministic. A claim of the same name replaces the
-        earlier one.
+        earlier one. Returns nothing, so a cell ending in ``nb.claim(...)`` shows the verdict line
+        alone: nbval runs cells outside the kernel's history, where a trailing ``;`` does not
+        silence a returned value.
         """
         given = len(args) == 1 and not fields and isinstance(args[0], Claim)
         claim = args[0] if given else Claim(*args, **fields)
         self.claims = [c for c in self.claims if c.name != claim.name] + [claim]
         print(claim.line())
-        return claim
 
     def skip(self, reason: str) -> None:
         """Mark the notebook as skipped (say, its data cannot be had here) and print why.
