@@ -133,21 +133,22 @@ def _secondary(records: pd.DataFrame, metrics: Sequence[str], rule: DecisionRule
     return frame
 
 
+def _chosen_cells(records: pd.DataFrame, effects: Sequence[RegularizerEffect]) -> pd.DataFrame:
+    """The records of the baselines and of each regulariser's chosen λ."""
+    chosen = {(e.model, e.regularizer, e.strength) for e in effects if e.strength is not None}
+    return records[[r.regularizer == BASELINE or (r.model, r.regularizer, r.strength) in chosen
+                    for r in records.itertuples()]]
+
+
 def _at_chosen(records: pd.DataFrame, metrics: Sequence[str], effects: Sequence[RegularizerEffect],
                rule: DecisionRule, *, as_instability: bool) -> pd.DataFrame:
     """Relative change (mean and seed interval, %) of ``metrics`` at each chosen λ."""
     present = [m for m in metrics if m in records.columns]
-    chosen = {(e.model, e.regularizer): e.strength for e in effects}
-    rows: dict[tuple, dict[str, str]] = {}
-    for e in effects:
-        rows[(e.model, e.regularizer, e.strength)] = {}
     if not present:
         return pd.DataFrame()
-    keep = records[[r.regularizer == BASELINE
-                    or chosen.get((r.model, r.regularizer)) == r.strength
-                    for r in records.itertuples()]]
-    table = relative_change_table(keep, present, as_instability=as_instability,
-                                  confidence=rule.confidence)
+    rows: dict[tuple, dict[str, str]] = {(e.model, e.regularizer, e.strength): {} for e in effects}
+    table = relative_change_table(_chosen_cells(records, effects), present,
+                                  as_instability=as_instability, confidence=rule.confidence)
     sign = -1.0 if as_instability else 1.0          # a reduction in instability reads positive
     for row in table.itertuples():
         lo, hi = sorted((sign * row.lo, sign * row.hi))
@@ -164,10 +165,7 @@ def _chosen_summary(records: pd.DataFrame, metrics: Sequence[str],
     present = [m for m in metrics if m in records.columns]
     if not present:
         return pd.DataFrame()
-    chosen = {(e.model, e.regularizer, e.strength) for e in effects if e.strength is not None}
-    keep = records[[r.regularizer == BASELINE or (r.model, r.regularizer, r.strength) in chosen
-                    for r in records.itertuples()]]
-    return format_table(summary_table(keep, present))
+    return format_table(summary_table(_chosen_cells(records, effects), present))
 
 
 def _family_metrics(records: pd.DataFrame, primary: str, training: str) -> list[str]:

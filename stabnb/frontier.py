@@ -128,15 +128,17 @@ def control_comparisons(effects: Sequence[RegularizerEffect], samples: pd.DataFr
     out = []
     for model in sorted({e.model for e in effects}):
         mine = [e for e in effects if e.model == model and e.strength is not None]
+        if not mine:
+            continue
+        metric = mine[0].metric
+        base = _per_image(samples, model, BASELINE, 0.0, metric)
+        per_cell = {e.regularizer: _per_image(samples, model, e.regularizer, e.strength, metric)
+                    for e in mine}
         for penalty in (e for e in mine if e.regularizer not in controls):
             for control in (e for e in mine if e.regularizer in controls):
-                metric = penalty.metric
-                base = _per_image(samples, model, BASELINE, 0.0, metric)
-                joined = base.merge(
-                    _per_image(samples, model, penalty.regularizer, penalty.strength, metric),
-                    on=["seed", "image"], suffixes=("", "_p")).merge(
-                    _per_image(samples, model, control.regularizer, control.strength, metric),
-                    on=["seed", "image"], suffixes=("", "_c"))
+                joined = base.merge(per_cell[penalty.regularizer], on=["seed", "image"],
+                                    suffixes=("", "_p")).merge(
+                    per_cell[control.regularizer], on=["seed", "image"], suffixes=("", "_c"))
                 values = joined[["_value", "_value_p", "_value_c"]].to_numpy()
                 joined = joined[np.isfinite(values).all(axis=1)]
                 groups = [(g["_value"].to_numpy(), g["_value_p"].to_numpy(),
