@@ -3,6 +3,7 @@
 #   make test        the whole test suite: unit tests, the cheap notebooks under nbval (quick, against
 #                    their published outputs), the study notebooks at smoke (tests/reference)
 #   make lab         JupyterLab on the tour, with the same data settings (STABNB_DOWNLOAD=1 to download)
+#   make gpu-bundle  .gpu/ (wheels and data) for .ci/gpu-paper, the paper profile on a bare GPU machine
 # Each creates or reuses the virtual environment in $(VENV) and installs what it needs.
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ JOBS ?=
 STABNB_OFFLINE_DATA ?= $(if $(wildcard ../shared/data/SHA256SUMS),$(abspath ../shared/data))
 export STABNB_OFFLINE_DATA
 
-.PHONY: reproduce test lab bench readme publish smoke-reference clean
+.PHONY: reproduce test lab bench readme publish smoke-reference gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,10 @@ smoke-reference: $(VENV)/.installed
 # Copy the notebooks executed by `make reproduce` (runs/$(PROFILE)) onto notebooks/: real outputs.
 publish: $(VENV)/.installed
 	$(BIN)/python -c "from stabnb.reproduce.publish import publish_notebooks; print(*publish_notebooks('runs/$(PROFILE)/', 'notebooks'), sep='\n')"
+
+# .gpu/ for the GPU machine's one command, .ci/gpu-paper: wheels for its Python 3.12, the data.
+gpu-bundle: $(VENV)/.installed
+	PIP="$(BIN)/python -m pip" .ci/gpu-bundle
 
 clean:
 	rm -rf $(VENV) runs/smoke runs/scratch figures/smoke .pytest_cache

@@ -1,15 +1,17 @@
-"""Command line: ``python -m stabnb reproduce`` and ``python -m stabnb study`` (also the
+"""Command line: ``python -m stabnb reproduce``, ``study``, ``pack`` and ``unpack`` (also the
 ``stabnb`` console script).
 
 Exit codes: 0 when every notebook ran (whether or not its claims reproduced) or every study
 cell finished, 1 when a notebook errored or cells failed, 2 for bad arguments, an unwritable
---out-root or one another run holds, 130 / 143 when stopped by SIGINT / SIGTERM.
+--out-root or one another run holds, 3 when the plan exceeds --budget (nothing run), 130 / 143
+when stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,11 @@ from typing import Any
 import yaml
 
 from .notebook import PROFILES
+from .io import write_json
 from .reproduce import reproduce
+from .reproduce.bundle import pack, unpack
+from .reproduce.manifest import select
+from .reproduce.plan import make_plan
 from .study import (
     EXECUTORS,
     StudyConfig,
@@ -67,6 +73,18 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpars
     run.add_argument("--wait", action="store_true",
                      help="when another run uses the same --out-root, wait for it to finish "
                           "(default: refuse at once, naming it)")
+    run.add_argument("--cell-jobs", type=int, default=None, metavar="N",
+                     help="cell worker processes per study (STABNB_JOBS for the kernels; on a "
+                          "GPU they share it). Default: the STABNB_JOBS setting, else 1")
+    run.add_argument("--plan", action="store_true",
+                     help="calibrate here, print the selected notebooks' cells and estimated "
+                          "time (results/<profile>/plan.json), run nothing; exit code 3 when "
+                          "over --budget")
+    run.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                     help="with --plan: the time the run must fit; without: plan first and "
+                          "refuse (exit code 3) a run that would not fit")
+    run.add_argument("--over-budget", action="store_true",
+                     help="run even when the plan says the run exceeds --budget")
     run.add_argument("--allow-cpu-paper", action="store_true",
                      help="allow --profile paper without a GPU (takes hours)")
     run.add_argument("--out-root", default=".",
@@ -94,7 +112,36 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpars
                        help="where each cell runs: auto (default), cpu, cuda or cuda:N")
     study.add_argument("--retries", type=int, default=2,
                        help="resubmissions of a cell whose worker died (default: 2)")
+    pack = commands.add_parser(
+        "pack", help="pack results/, figures/ and executed notebooks of a profile into OUT",
+        description="Write OUT/bundle.tar.gz.NNN (parts of at most 16 MiB, at most 6) and "
+                    "OUT/bundle.json (their SHA-256, the member list): a run's outputs as the "
+                    "few files a GPU machine returns.")
+    pack.add_argument("out", metavar="OUT", help="folder receiving the bundle")
+    pack.add_argument("--profile", default="paper", choices=PROFILES)
+    pack.add_argument("--root", default=".", help="the run's out-root (default: here)")
+    pack.add_argument("--note", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                      help="add KEY: VALUE to bundle.json (commit, wall time)")
+    unpack = commands.add_parser(
+        "unpack", help="check a bundle made by `pack` and extract it into a checkout",
+        description="Check every part of BUNDLE_DIR against its bundle.json, then extract the "
+                    "files (under results/, figures/, runs/ only) into --root.")
+    unpack.add_argument("bundle", metavar="BUNDLE_DIR")
+    unpack.add_argument("--root", default=".", help="the checkout (default: here)")
     return parser, run, study
+
+
+def _bundle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``pack`` and ``unpack`` commands."""
+    try:
+        if args.command == "pack":
+            files = pack(args.root, args.out, args.profile, extra=dict(args.note))
+        else:
+            files = unpack(args.bundle, args.root)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    print(f"{len(files)} files {'written to ' + args.out if args.command == 'pack' else 'extracted'}")
+    return 0
 
 
 def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -117,6 +164,23 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{len(study.records)} cells in {out / 'results.csv'}"
           + (f" ({len(study.retried)} resubmitted after a lost worker)" if study.retried else ""))
     return 0
+
+
+def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bool:
+    """Calibrate, print and save the plan of the selected notebooks; whether it fits."""
+    out_root = Path(args.out_root)
+    results = out_root / "results" / args.profile
+    try:
+        entries, _ = select(args.notebooks or None, args.only, None, results,
+                            out_root / "runs" / args.profile)
+        plan = make_plan(args.profile, device=args.device, seed=args.seed, out_root=out_root,
+                         jobs=int(os.environ.get("STABNB_JOBS", "1")),
+                         notebooks=[e.key for e in entries if e.selected])
+    except ValueError as err:
+        parser.error(str(err))
+    print(plan.render(args.budget))
+    write_json(results / "plan.json", {**plan.to_dict(), "budget_s": args.budget})
+    return args.budget is None or plan.fits(args.budget)
 
 
 def _name_value(text: str) -> tuple[str, str]:
@@ -145,6 +209,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "study":
         return _study(args, study_parser)
+    if args.command in ("pack", "unpack"):
+        return _bundle(args, parser)
+    if args.cell_jobs is not None:
+        if args.cell_jobs < 1:
+            reproduce_parser.error(f"--cell-jobs {args.cell_jobs} must be at least 1.")
+        os.environ["STABNB_JOBS"] = str(args.cell_jobs)
+    if args.plan or args.budget is not None:
+        fits = _plan(args, reproduce_parser)
+        if args.plan or not fits and not args.over_budget:
+            if not fits:
+                print("stabnb: the plan exceeds the budget; run fewer notebooks (--only), "
+                      "lower sizes (-p), or pass --over-budget to run it anyway.",
+                      file=sys.stderr)
+            return 0 if fits else 3
     try:
         result = reproduce(args.profile, device=args.device, jobs=args.jobs,
                            notebooks=args.notebooks or None, only=args.only, force=args.force,

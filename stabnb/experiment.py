@@ -187,7 +187,7 @@ def regularisation_experiment(config: StudyConfig, *, rule: DecisionRule = Decis
                               summaries: Sequence[str] = ("gmsi", "jacobian.spectral_entropy",
                                                           "jacobian.stable_rank"),
                               out_dir: str | os.PathLike, name: str, device: str = "auto",
-                              jobs: int = 1, num_resamples: int = 2000) -> ExperimentResult:
+                              jobs: int | None = None, num_resamples: int = 2000) -> ExperimentResult:
     """Run (or resume) the study of ``config`` in ``out_dir`` and evaluate the protocol.
 
     Args:

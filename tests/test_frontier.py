@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from stabnb.claims import control_claims, mechanism_claim
-from stabnb.effects import DecisionRule, modest_strengths, regularizer_effects
+from stabnb.effects import modest_strengths, regularizer_effects
 from stabnb.frontier import comparisons_table, control_comparisons, pareto_table
 from stabnb.presets import PROFILE_SIZES, profile_sizes, profile_table, regularisation_config
 from stabnb.study import DEFAULT_STRENGTHS

@@ -35,6 +35,9 @@ __all__ = [
 # The environment of every kernel the runner starts: no progress bars; figures inline (embedded
 # as images in the executed notebooks, which make publish commits).
 KERNEL_ENV = {"STABNB_PROGRESS": "0", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+# Settings that change how fast a run goes, not its numbers (each cell is computed the same way
+# in the notebook's process or in a worker).
+SPEED_SETTINGS = ("STABNB_JOBS",)
 NOTEBOOKS = (
     "00_tour.ipynb",
     "theory/R1_product_representation.ipynb",
@@ -199,7 +202,8 @@ def code_digest(path: Path) -> str:
 def environment() -> dict[str, Any]:
     """The settings outside the notebooks that change their results."""
     settings = {key: value for key, value in os.environ.items()
-                if key.startswith("STABNB_") and key not in KERNEL_ENV or key == "CI"}
+                if key.startswith("STABNB_") and key not in (*KERNEL_ENV, *SPEED_SETTINGS)
+                or key == "CI"}
     return {"python": platform.python_version(), "torch": torch.__version__,
             "captum": version("captum"), "settings": settings}
 

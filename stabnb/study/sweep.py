@@ -250,7 +250,7 @@ def _forget_older_cells(out: Path) -> None:
 
 
 def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = "auto",
-              jobs: int = 1, executor: Executor | None = None, retries: int = 2,
+              jobs: int | None = None, executor: Executor | None = None, retries: int = 2,
               threads: int | None = None, data: StudyData | None = None,
               progress_bar: bool | None = None) -> StudyResult:
     """Run every cell of ``config`` not yet finished in ``out_dir``; return all records.
@@ -260,9 +260,9 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = 
         out_dir: the study's folder (:mod:`stabnb.study` for its layout); on a cluster, a
             folder every worker sees.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (where the cells run).
-        jobs: without ``executor``: cells trained at once in local worker processes on the
-            CPU (each with ``cpu_count // jobs`` threads); 1 (or a GPU) runs them one after
-            another in this process. Default: 1.
+        jobs: without ``executor``: cells trained at once in local worker processes (each
+            with ``cpu_count // jobs`` torch threads; on a GPU they share it); 1 runs them one
+            after another in this process. Default: the ``STABNB_JOBS`` setting, else 1.
         executor: any ``concurrent.futures.Executor`` to run the cells on instead, e.g. a
             Dask ``Client(...).get_executor(pure=False)`` or
             :class:`stabnb.study.SubmititExecutor`. Default: local processes (``jobs``).
@@ -278,6 +278,8 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = 
         StudyFailed: cells failed on every attempt (the others are kept).
         stabnb.data.DataSourceError: the data set cannot be had (serial runs).
     """
+    if jobs is None:
+        jobs = _jobs_setting()
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be ≥ 1.")
     if retries < 0:
@@ -291,7 +293,7 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = 
     display = _Display(f"study {config.dataset}", len(cells), len(cells) - len(todo), progress_bar)
     retried: list[str] = []
     try:
-        if todo and executor is None and (jobs == 1 or resolved.type != "cpu"):
+        if todo and executor is None and jobs == 1:
             loaded = {config.seeds[0]: data} if data is not None and len(config.seeds) == 1 else {}
             for index, cell in enumerate(todo):
                 display.update(running=1)
@@ -309,6 +311,16 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, *, device: str = 
     finally:
         display.close()
     return StudyResult(config, out, _write_table(cells, out), tuple(retried))
+
+
+def _jobs_setting() -> int:
+    """``STABNB_JOBS`` (cell worker processes of every study a notebook runs), else 1."""
+    text = os.environ.get("STABNB_JOBS", "1")
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"STABNB_JOBS={text!r} is not a whole number; set it to the cell "
+                         "workers per study (1 runs cells in the notebook's process).") from None
 
 
 def _local_pool(jobs: int) -> ProcessPoolExecutor:

@@ -1,0 +1,141 @@
+"""A run's outputs as a few bounded files, and back: how results leave a GPU machine.
+
+    python -m stabnb pack OUT --profile paper        # on the GPU machine, after the run
+    python -m stabnb unpack OUT                      # here, from the checkout's root
+
+:func:`pack` writes one gzip-compressed tar of ``results/<profile>/``, ``figures/<profile>/``,
+the executed notebooks (``runs/<profile>/**.ipynb``) and each study's ``results.csv``
+(``runs/work/<profile>/*/results.csv``; checkpoints and per-cell files stay behind), cut into
+parts of at most ``part_bytes`` (``bundle.tar.gz.000``, ...), and ``bundle.json``: each part's
+size and SHA-256, the member list and what the caller adds (the commit, the wall time).
+:func:`unpack` checks every part against ``bundle.json`` before it extracts anything, and
+extracts only regular files and folders under those three output folders (tarfile's ``data``
+filter: no links, no absolute paths, no ``..``), each written atomically. Nothing in a bundle is
+ever executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..io import atomic_open, read_json, write_json
+
+__all__ = ["MANIFEST", "PART_BYTES", "MAX_PARTS", "bundle_members", "pack", "unpack"]
+
+MANIFEST = "bundle.json"
+PART_BYTES = 16 * 2**20
+"""The largest part (the GPU machine returns files of at most 16 MiB)."""
+MAX_PARTS = 6
+"""Parts at most: with ``bundle.json`` and a log, 8 files (what the GPU machine returns)."""
+OUTPUTS = ("results", "figures", "runs")
+
+
+def bundle_members(root: str | os.PathLike, profile: str) -> list[Path]:
+    """The files a bundle of ``profile`` holds, relative to ``root``, sorted."""
+    base = Path(root)
+    patterns = (f"results/{profile}/**/*", f"figures/{profile}/**/*",
+                f"runs/{profile}/**/*.ipynb", f"runs/work/{profile}/*/results.csv")
+    found = {p.relative_to(base) for pattern in patterns for p in base.glob(pattern) if p.is_file()}
+    return sorted(p for p in found if not p.name.startswith(".") and ".tmp" not in p.name)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pack(root: str | os.PathLike, out_dir: str | os.PathLike, profile: str, *,
+         part_bytes: int = PART_BYTES, max_parts: int = MAX_PARTS,
+         extra: dict[str, Any] | None = None) -> list[Path]:
+    """Pack ``root``'s outputs of ``profile`` into ``out_dir``; return the files written.
+
+    Raises:
+        FileNotFoundError: ``root`` holds no ``results/<profile>/`` (nothing was run).
+        ValueError: the bundle needs more than ``max_parts`` parts (name what to leave out).
+    """
+    base, out = Path(root), Path(out_dir)
+    if not (base / "results" / profile).is_dir():
+        raise FileNotFoundError(f"{base / 'results' / profile} does not exist: nothing of the "
+                                f"{profile} profile was run here; run `python -m stabnb "
+                                f"reproduce --profile {profile}` first.")
+    members = bundle_members(base, profile)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        for member in members:
+            info = tar.gettarinfo(base / member, arcname=member.as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with open(base / member, "rb") as handle:
+                tar.addfile(info, handle)
+    data = buffer.getvalue()
+    parts = [data[i:i + part_bytes] for i in range(0, len(data), part_bytes)] or [b""]
+    if len(parts) > max_parts:
+        raise ValueError(f"the {profile} bundle is {len(data) / 2**20:.1f} MiB compressed: "
+                         f"{len(parts)} parts of {part_bytes / 2**20:.0f} MiB, over the "
+                         f"{max_parts} allowed; leave large figures or notebooks out.")
+    written = []
+    for index, part in enumerate(parts):
+        path = out / f"bundle.tar.gz.{index:03d}"
+        with atomic_open(path, "wb") as handle:
+            handle.write(part)
+        written.append(path)
+    write_json(out / MANIFEST, {
+        "profile": profile, "members": [m.as_posix() for m in members],
+        "parts": [{"name": p.name, "bytes": len(d), "sha256": _sha256(d)}
+                  for p, d in zip(written, parts)], **(extra or {})})
+    return [*written, out / MANIFEST]
+
+
+def _checked_parts(folder: Path) -> tuple[dict[str, Any], bytes]:
+    manifest = read_json(folder / MANIFEST, fix="pack the run again")
+    chunks = []
+    for part in manifest["parts"]:
+        path = folder / part["name"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; copy every bundle.tar.gz.* part "
+                                    f"listed in {folder / MANIFEST}.")
+        data = path.read_bytes()
+        if len(data) != part["bytes"] or _sha256(data) != part["sha256"]:
+            raise ValueError(f"{path} does not match {MANIFEST} (size or SHA-256): a broken "
+                             "copy; fetch it again.")
+        chunks.append(data)
+    return manifest, b"".join(chunks)
+
+
+def _safe_members(tar: tarfile.TarFile, profile: str) -> Iterator[tarfile.TarInfo]:
+    for member in tar.getmembers():
+        parts = PurePosixPath(member.name).parts
+        if not member.isfile() or len(parts) < 3 or parts[0] not in OUTPUTS or ".." in parts:
+            raise ValueError(f"bundle member {member.name!r} is not a file under "
+                             f"{', '.join(OUTPUTS)}; refusing the whole bundle.")
+        if parts[1] != profile and parts[:3] != ("runs", "work", profile):
+            raise ValueError(f"bundle member {member.name!r} is not of the {profile} profile.")
+        yield member
+
+
+def unpack(bundle_dir: str | os.PathLike, root: str | os.PathLike = ".") -> list[Path]:
+    """Check and extract a bundle made by :func:`pack` into ``root``; return the files written.
+
+    Existing files of the same names are replaced (atomically); other files are left alone.
+
+    Raises:
+        FileNotFoundError: ``bundle.json`` or a part is missing.
+        ValueError: a part fails its check, or a member lies outside the output folders.
+    """
+    manifest, data = _checked_parts(Path(bundle_dir))
+    base, written = Path(root), []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = list(_safe_members(tar, manifest["profile"]))
+        for member in members:
+            tarfile.data_filter(member, str(base))      # raises on anything unsafe
+            source = tar.extractfile(member)
+            assert source is not None                   # a regular file (checked above)
+            with atomic_open(base / member.name, "wb") as handle:
+                handle.write(source.read())
+            written.append(base / member.name)
+    return written
