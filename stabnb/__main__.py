@@ -19,12 +19,14 @@ from typing import Any
 
 import yaml
 
-from .notebook import PROFILES
+from .checks import resolve_device
 from .io import write_json
+from .notebook import PROFILES
 from .reproduce import reproduce
 from .reproduce.bundle import pack, unpack
-from .reproduce.manifest import select
+from .reproduce.manifest import Entry, Manifest, select
 from .reproduce.plan import make_plan
+from .reproduce.run import default_jobs
 from .study import (
     EXECUTORS,
     StudyConfig,
@@ -83,6 +85,10 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpars
     run.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                      help="with --plan: the time the run must fit; without: plan first and "
                           "refuse (exit code 3) a run that would not fit")
+    run.add_argument("--next-part", action="store_true",
+                     help="run only the first part (of --budget) of the selected notebooks "
+                          "that have no result at this profile yet: a run too long for one "
+                          "machine lease, in parts, each merged back with unpack")
     run.add_argument("--over-budget", action="store_true",
                      help="run even when the plan says the run exceeds --budget")
     run.add_argument("--allow-cpu-paper", action="store_true",
@@ -166,21 +172,37 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bool:
-    """Calibrate, print and save the plan of the selected notebooks; whether it fits."""
+def _done(entry: Entry, manifest: Manifest) -> bool:
+    """Whether ``entry`` ran to the end at this profile before (an earlier part's result)."""
+    record = manifest.get(entry.key)
+    return bool(record) and record["status"] == "ok" and entry.result.exists()
+
+
+def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[bool, list[str]]:
+    """Calibrate, print and save the plan of the selected notebooks (with --next-part, those
+    without a result yet); whether what is to run fits, and what is to run."""
     out_root = Path(args.out_root)
     results = out_root / "results" / args.profile
     try:
         entries, _ = select(args.notebooks or None, args.only, None, results,
                             out_root / "runs" / args.profile)
+        manifest = Manifest(results / "manifest.json")
+        chosen = [e.key for e in entries if e.selected
+                  and not (args.next_part and _done(e, manifest))]
+        device = resolve_device(args.device)
         plan = make_plan(args.profile, device=args.device, seed=args.seed, out_root=out_root,
                          jobs=int(os.environ.get("STABNB_JOBS", "1")),
-                         notebooks=[e.key for e in entries if e.selected])
+                         notebook_jobs=args.jobs or default_jobs(device), notebooks=chosen)
     except ValueError as err:
         parser.error(str(err))
     print(plan.render(args.budget))
-    write_json(results / "plan.json", {**plan.to_dict(), "budget_s": args.budget})
-    return args.budget is None or plan.fits(args.budget)
+    if args.next_part and chosen:
+        parts = plan.parts(args.budget) if args.budget is not None else [chosen]
+        chosen = parts[0]
+        print(f"next part (1 of {len(parts)} still to run): {' '.join(chosen)}")
+    write_json(results / "plan.json", {**plan.to_dict(), "budget_s": args.budget,
+                                       "to_run": chosen})
+    return args.budget is None or plan.fits(args.budget, chosen), chosen
 
 
 def _name_value(text: str) -> tuple[str, str]:
@@ -215,14 +237,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cell_jobs < 1:
             reproduce_parser.error(f"--cell-jobs {args.cell_jobs} must be at least 1.")
         os.environ["STABNB_JOBS"] = str(args.cell_jobs)
-    if args.plan or args.budget is not None:
-        fits = _plan(args, reproduce_parser)
+    if args.plan or args.budget is not None or args.next_part:
+        fits, chosen = _plan(args, reproduce_parser)
+        if args.next_part and not chosen:
+            print("every selected notebook has a result at this profile: nothing to run")
+            return 0
         if args.plan or not fits and not args.over_budget:
             if not fits:
-                print("stabnb: the plan exceeds the budget; run fewer notebooks (--only), "
-                      "lower sizes (-p), or pass --over-budget to run it anyway.",
+                print("stabnb: the plan exceeds the budget; run fewer notebooks (--only, "
+                      "--next-part), lower sizes (-p), or pass --over-budget to run it anyway.",
                       file=sys.stderr)
             return 0 if fits else 3
+        if args.next_part:
+            args.only = chosen
     try:
         result = reproduce(args.profile, device=args.device, jobs=args.jobs,
                            notebooks=args.notebooks or None, only=args.only, force=args.force,

@@ -97,6 +97,37 @@ def test_a_member_outside_the_profile_outputs_is_refused(tmp_path: Path, name: s
     assert not (tmp_path / "checkout").exists()
 
 
+def test_unpacking_parts_merges_their_run_manifests(tmp_path: Path) -> None:
+    def part(name: str, records: dict) -> Path:
+        run = tmp_path / name
+        _outputs(run)
+        (run / "results" / "paper" / "manifest.json").write_text(json.dumps(
+            {"version": 1, "notebooks": records}))
+        pack(run, tmp_path / f"{name}-out", "paper")
+        return tmp_path / f"{name}-out"
+
+    first = part("one", {"a.ipynb": {"status": "ok", "finished_at": "2026-12-01T00:00:00+00:00"},
+                         "b.ipynb": {"status": "error", "finished_at": "2026-12-01T00:00:00+00:00"}})
+    second = part("two", {"b.ipynb": {"status": "ok", "finished_at": "2026-12-02T00:00:00+00:00"}})
+    target = tmp_path / "checkout"
+    unpack(first, target)
+    unpack(second, target)
+    merged = json.loads((target / "results" / "paper" / "manifest.json").read_text())
+    assert {k: v["status"] for k, v in merged["notebooks"].items()} == {"a.ipynb": "ok",
+                                                                        "b.ipynb": "ok"}
+    unpack(first, target)                                  # an older part does not win
+    merged = json.loads((target / "results" / "paper" / "manifest.json").read_text())
+    assert merged["notebooks"]["b.ipynb"]["status"] == "ok"
+    wrong = part("three", {})
+    run = tmp_path / "three"
+    (run / "results" / "paper" / "manifest.json").write_text('{"version": 99, "notebooks": {}}')
+    pack(run, wrong, "paper")
+    (target / "results" / "paper" / "claims.json").unlink()
+    with pytest.raises(ValueError, match="has version 99"):
+        unpack(wrong, target)
+    assert not (target / "results" / "paper" / "claims.json").exists()   # nothing written
+
+
 def test_pack_and_unpack_commands(tmp_path: Path, capsys) -> None:
     _outputs(tmp_path / "run")
     assert main(["pack", str(tmp_path / "out"), "--root", str(tmp_path / "run"),

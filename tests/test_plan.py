@@ -93,3 +93,34 @@ def test_parts_keep_e7_with_the_studies_it_reuses_and_fit_the_budget() -> None:
                                   "experiments/E7_robustness.ipynb"], [names[3]]]
     assert "part 2:     65 s  --only E3_mnist E4_cifar10 E7_robustness" in plan.render(70.0)
     assert plan.parts(1e6) == [names]
+
+
+def test_notebooks_at_once_are_scheduled_in_order_on_free_workers() -> None:
+    plan = _plan({E3: (10.0, "r"), "theory/R1_product_representation.ipynb": (4.0, "r")})
+    one = plan.total_s
+    plan.notebook_jobs = 2
+    assert plan.total_s == pytest.approx(3.0 + max(plan.notebook_seconds().values()))
+    assert plan.total_s < one
+
+
+def test_next_part_runs_what_fits_then_the_rest_then_nothing(tmp_path: Path, capsys) -> None:
+    """A run in parts: each call runs the first part that fits among the notebooks without a
+    result yet, and its report keeps the earlier parts' claims."""
+    fixtures = Path(__file__).parent / "fixtures"
+    record = tmp_path / "results" / "quick" / "claims.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"provenance": {"device": "cpu"}, "notebooks": [
+        {"path": "verdicts.ipynb", "wall_s": 100.0}, {"path": "sleeps.ipynb", "wall_s": 100.0}]}))
+    args = ["reproduce", str(fixtures / "verdicts.ipynb"), str(fixtures / "sleeps.ipynb"),
+            "--profile", "smoke", "--device", "cpu", "--jobs", "1", "--next-part",
+            "--budget", "150", "--out-root", str(tmp_path)]
+    assert main(args) == 0
+    assert "next part (1 of 2 still to run): verdicts.ipynb" in capsys.readouterr().out
+    claims = json.loads((tmp_path / "results" / "smoke" / "claims.json").read_text())
+    assert {c["notebook"] for c in claims["claims"]} == {"verdicts.ipynb"}
+    assert main(args) == 0
+    assert "next part (1 of 1 still to run): sleeps.ipynb" in capsys.readouterr().out
+    claims = json.loads((tmp_path / "results" / "smoke" / "claims.json").read_text())
+    assert {c["notebook"] for c in claims["claims"]} == {"verdicts.ipynb", "sleeps.ipynb"}
+    assert main(args) == 0
+    assert "nothing to run" in capsys.readouterr().out

@@ -10,14 +10,17 @@ parts of at most ``part_bytes`` (``bundle.tar.gz.000``, ...), and ``bundle.json`
 size and SHA-256, the member list and what the caller adds (the commit, the wall time).
 :func:`unpack` checks every part against ``bundle.json`` before it extracts anything, and
 extracts only regular files and folders under those three output folders (tarfile's ``data``
-filter: no links, no absolute paths, no ``..``), each written atomically. Nothing in a bundle is
-ever executed or unpickled.
+filter: no links, no absolute paths, no ``..``), each written atomically. The run's manifest
+(``results/<profile>/manifest.json``) is merged into the one there, not replaced: a run made in
+parts (``reproduce --next-part``) keeps every part's record, the newest per notebook. Nothing in
+a bundle is ever executed or unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from collections.abc import Iterator
@@ -25,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..io import atomic_open, read_json, write_json
+from .manifest import MANIFEST_VERSION, read_manifest
 
 __all__ = ["MANIFEST", "PART_BYTES", "MAX_PARTS", "bundle_members", "pack", "unpack"]
 
@@ -121,21 +125,49 @@ def _safe_members(tar: tarfile.TarFile, profile: str) -> Iterator[tarfile.TarInf
 def unpack(bundle_dir: str | os.PathLike, root: str | os.PathLike = ".") -> list[Path]:
     """Check and extract a bundle made by :func:`pack` into ``root``; return the files written.
 
-    Existing files of the same names are replaced (atomically); other files are left alone.
+    Existing files of the same names are replaced (atomically), except the run manifest,
+    merged into the one there; other files are left alone.
 
     Raises:
         FileNotFoundError: ``bundle.json`` or a part is missing.
-        ValueError: a part fails its check, or a member lies outside the output folders.
+        ValueError: a part fails its check, a member lies outside the output folders, or the
+            bundled manifest has another version (nothing is written then).
     """
     manifest, data = _checked_parts(Path(bundle_dir))
-    base, written = Path(root), []
+    base = Path(root)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = list(_safe_members(tar, manifest["profile"]))
-        for member in members:
+        files = {}
+        for member in _safe_members(tar, manifest["profile"]):
             tarfile.data_filter(member, str(base))      # raises on anything unsafe
             source = tar.extractfile(member)
             assert source is not None                   # a regular file (checked above)
-            with atomic_open(base / member.name, "wb") as handle:
-                handle.write(source.read())
-            written.append(base / member.name)
-    return written
+            files[member.name] = source.read()
+    runs = {name: _run_records(content) for name, content in files.items()
+            if PurePosixPath(name).name == "manifest.json"}
+    for name, content in files.items():
+        if name in runs:
+            _merge_manifest(base / name, runs[name])
+        else:
+            with atomic_open(base / name, "wb") as handle:
+                handle.write(content)
+    return [base / name for name in files]
+
+
+def _run_records(content: bytes) -> dict[str, Any]:
+    """A bundled run manifest, checked to be one this checkout reads."""
+    arriving = json.loads(content.decode())
+    if arriving.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"the bundle's manifest has version {arriving.get('version')!r}, this "
+                         f"checkout reads {MANIFEST_VERSION}; unpack it with the commit that "
+                         "made it (bundle.json names it).")
+    return arriving
+
+
+def _merge_manifest(target: Path, arriving: dict[str, Any]) -> None:
+    """Write ``target`` with the records of both manifests, the newer one per notebook."""
+    merged = read_manifest(target)
+    for key, record in arriving["notebooks"].items():
+        held = merged["notebooks"].get(key)
+        if held is None or (record.get("finished_at") or "") >= (held.get("finished_at") or ""):
+            merged["notebooks"][key] = record
+    write_json(target, merged)

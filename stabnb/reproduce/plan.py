@@ -4,7 +4,8 @@ take on this device, from a short calibration here (``python -m stabnb reproduce
 Cost model (printed with every plan)::
 
     t_cell = s(model, regulariser) · epochs · ⌈n_train / batch⌉ + e(model, probe_size)
-    T      = t_calibration + Σ_studies Σ_cells t_cell / u(jobs) + Σ_notebooks t_rest
+    t_nb   = Σ_its studies Σ_cells t_cell / u(jobs) + t_rest
+    T      = t_calibration + makespan(t_nb handed out in order to notebook_jobs slots)
 
 - ``s`` is the seconds per training step, timed on random inputs of the data set's shape with the
   cell's own regulariser (its largest λ), batch and precision: the difference between a run of
@@ -18,6 +19,9 @@ Cost model (printed with every plan)::
   of a notebook without a study here: the theory notebooks, E1, E2, E5, E8). It is the
   notebook's last recorded wall time at the profile on this kind of device, else its recorded
   quick wall time (marked as such: a different size, so a guess), else unknown (listed).
+- ``makespan``: the reproduce command hands the notebooks out in order to ``notebook_jobs``
+  workers; the plan assumes notebooks running at once do not slow each other (on one GPU they
+  do somewhat: with ``notebook_jobs`` > 1 the estimate errs low).
 
 The plan never trains a network worth keeping and writes nothing but what the caller saves.
 """
@@ -213,6 +217,7 @@ class Plan:
     speedup: float
     calibration_s: float
     notebooks: list[str] = field(default_factory=lambda: list(NOTEBOOKS))
+    notebook_jobs: int = 1
 
     def cost(self, dataset: str, model: str, regularizer: str) -> StepCost:
         return next(c for c in self.costs if (c.dataset, c.model, c.regularizer)
@@ -237,13 +242,25 @@ class Plan:
             out[notebook] = None if rest is None else rest + cells
         return out
 
+    def makespan(self, notebooks: Sequence[str]) -> float:
+        """Wall seconds of ``notebooks`` handed out in order to ``notebook_jobs`` workers
+        (unknown ones count as 0)."""
+        seconds, slots = self.notebook_seconds(), [0.0] * self.notebook_jobs
+        for notebook in sorted(notebooks, key=self.notebooks.index):
+            slots[slots.index(min(slots))] += seconds[notebook] or 0.0
+        return max(slots)
+
     @property
     def total_s(self) -> float:
-        """Calibration plus every notebook's estimate (unknown rests count as 0: see render)."""
-        return self.calibration_s + sum(v or 0.0 for v in self.notebook_seconds().values())
+        """Calibration plus the notebooks' makespan (unknown rests count as 0: see render)."""
+        return self.calibration_s + self.makespan(self.notebooks)
 
-    def fits(self, budget_s: float) -> bool:
-        return self.total_s <= budget_s and all(v is not None for v in self.notebook_seconds().values())
+    def fits(self, budget_s: float, notebooks: Sequence[str] | None = None) -> bool:
+        """Whether ``notebooks`` (default: all) run within ``budget_s``, every time known."""
+        chosen = self.notebooks if notebooks is None else notebooks
+        seconds = self.notebook_seconds()
+        return (self.calibration_s + self.makespan(chosen) <= budget_s
+                and all(seconds[n] is not None for n in chosen))
 
     def parts(self, budget_s: float) -> list[list[str]]:
         """The notebooks in runs of at most ``budget_s`` each (calibration counted in each),
@@ -258,20 +275,16 @@ class Plan:
                 tied[0] += other
                 units.remove(other)
             tied[0].append(notebook)
-        seconds = self.notebook_seconds()
         parts: list[list[str]] = []
-        used = budget_s + 1.0
         for unit in units:
-            cost = sum(seconds[n] or 0.0 for n in unit)
-            if used + cost > budget_s or not parts:
+            if not parts or self.calibration_s + self.makespan(parts[-1] + unit) > budget_s:
                 parts.append([])
-                used = self.calibration_s
             parts[-1] += unit
-            used += cost
         return [sorted(part, key=self.notebooks.index) for part in parts]
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "device": self.device, "jobs": self.jobs,
+                "notebook_jobs": self.notebook_jobs,
                 "speedup": self.speedup, "calibration_s": self.calibration_s,
                 "total_s": self.total_s, "costs": [asdict(c) for c in self.costs],
                 "notebooks": self.notebook_seconds(),
@@ -282,10 +295,11 @@ class Plan:
 
     def render(self, budget_s: float | None = None) -> str:
         """The plan as text: studies and their cells, costs, notebooks, total and verdict."""
-        lines = [f"Plan of the {self.profile} profile on {self.device}, {self.jobs} cell "
-                 f"worker(s) (measured concurrency gain u = {self.speedup:.2f})", "",
-                 "t_cell = s · epochs · ⌈n_train/batch⌉ + e;  T = t_calibration + "
-                 "Σ t_cell / u + Σ t_rest  (stabnb.reproduce.plan)", "",
+        lines = [f"Plan of the {self.profile} profile on {self.device}: {self.notebook_jobs} "
+                 f"notebook(s) at once, {self.jobs} cell worker(s) per study (measured "
+                 f"concurrency gain u = {self.speedup:.2f})", "",
+                 "t_cell = s · epochs · ⌈n_train/batch⌉ + e;  t_nb = Σ t_cell / u + t_rest;  "
+                 "T = t_calibration + makespan(t_nb)  (stabnb.reproduce.plan)", "",
                  f"{'study':28} {'cells':>5} {'steps/cell':>10} {'data':>9} {'wall s':>8}"]
         for s in self.studies:
             lines.append(f"{s.name:28} {len(s.cells):5d} {s.steps_per_cell:10d} {s.data:>9} "
@@ -310,9 +324,8 @@ class Plan:
             verdict = "fits" if self.fits(budget_s) else "does NOT fit"
             lines.append(f"budget {budget_s:.0f} s: the plan {verdict}")
             if not self.fits(budget_s):
-                seconds = self.notebook_seconds()
                 for index, part in enumerate(self.parts(budget_s), 1):
-                    total = self.calibration_s + sum(seconds[n] or 0.0 for n in part)
+                    total = self.calibration_s + self.makespan(part)
                     lines.append(f"  part {index}: {total:6.0f} s  --only "
                                  + " ".join(Path(n).stem for n in part))
         return "\n".join(lines)
@@ -337,15 +350,16 @@ def _recorded_rest(out_root: Path, profile: str, device_type: str) -> dict[str, 
     return rest
 
 
-def make_plan(profile: str, *, device: str = "auto", jobs: int = 1, seed: int = 0,
-              out_root: str | os.PathLike = ".", steps: int = 8,
+def make_plan(profile: str, *, device: str = "auto", jobs: int = 1, notebook_jobs: int = 1,
+              seed: int = 0, out_root: str | os.PathLike = ".", steps: int = 8,
               notebooks: Sequence[str] | None = None) -> Plan:
     """Calibrate on ``device`` and return the plan of ``profile`` with ``jobs`` cell workers.
 
     Args:
         profile: ``"smoke"``, ``"quick"`` or ``"paper"``.
         device: where the run will happen (the calibration runs there).
-        jobs: cell worker processes at once (``STABNB_JOBS`` of the run).
+        jobs: cell worker processes per study (``STABNB_JOBS`` of the run).
+        notebook_jobs: notebooks at once (the run's ``--jobs``).
         out_root: where earlier runs' ``results/`` are (for the notebooks' recorded times).
         steps: timed training steps per (model, regulariser).
         notebooks: the notebooks of the run (relative paths). Default: every one.
@@ -353,8 +367,9 @@ def make_plan(profile: str, *, device: str = "auto", jobs: int = 1, seed: int = 
     Raises:
         ValueError: ``jobs`` or ``steps`` below 1.
     """
-    if jobs < 1 or steps < 1:
-        raise ValueError(f"jobs={jobs} and steps={steps} must be at least 1.")
+    if min(jobs, notebook_jobs, steps) < 1:
+        raise ValueError(f"jobs={jobs}, notebook_jobs={notebook_jobs} and steps={steps} must "
+                         "be at least 1.")
     started = time.perf_counter()
     resolved = str(resolve_device(device))
     chosen = list(notebooks) if notebooks is not None else list(NOTEBOOKS)
@@ -386,4 +401,4 @@ def make_plan(profile: str, *, device: str = "auto", jobs: int = 1, seed: int = 
     rest = _recorded_rest(Path(out_root), profile, resolve_device(device).type)
     return Plan(profile, resolved, jobs, studies, list(costs.values()),
                 {k: v for k, v in rest.items() if k in chosen}, speedup,
-                time.perf_counter() - started, chosen)
+                time.perf_counter() - started, chosen, notebook_jobs)

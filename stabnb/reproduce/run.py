@@ -60,7 +60,12 @@ from .provenance import provenance as collect_provenance
 from .records import NotebookRun, ReproduceResult, finished_run, recorded_run
 from .render import render_report, verdict_counts
 
-__all__ = ["reproduce"]
+__all__ = ["reproduce", "default_jobs"]
+
+
+def default_jobs(device: torch.device) -> int:
+    """Notebooks at once by default: 1 on a GPU, else ``min(2, cpu count)``."""
+    return 1 if device.type == "cuda" else min(2, os.cpu_count() or 1)
 
 
 def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None = None,
@@ -113,7 +118,7 @@ def reproduce(profile: str = "quick", *, device: str = "auto", jobs: int | None 
             f"(CUDA available: {torch.cuda.is_available()}); run it on a GPU machine, use "
             "--profile quick on a CPU, or pass --allow-cpu-paper to run it anyway (hours).")
     if jobs is None:
-        jobs = 1 if resolved.type == "cuda" else min(2, os.cpu_count() or 1)
+        jobs = default_jobs(resolved)
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1.")
     out_root = Path(out_root).resolve()
