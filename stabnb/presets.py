@@ -79,8 +79,9 @@ FAST_RESNET_RECIPE = {"lr": 1.3, "momentum": 0.85, "weight_decay": 1.5e-3}
 """What ``resnet_fast`` trains with instead of its study's lr, momentum and weight decay
 (:attr:`~stabnb.study.ModelSpec.train`): airbench's ``main0_baseline.py`` settings (lr 10 per
 1024 examples, momentum 0.85, weight decay 0.0153 per 1024 examples, for a summed loss) for
-the mean loss of :func:`stabnb.train.train`: lr = 10 / (1 + 1/0.15) ≈ 1.3, weight decay
-0.0153 · 1024 / 10 / 1024 ≈ 1.5e-3."""
+the mean loss of :func:`stabnb.train.train` at batch 1024: lr = 10 / (1 + 1/0.15) ≈ 1.3 and
+weight decay 0.0153 / 10 ≈ 1.5e-3 (so lr · weight decay = 0.0153 / (1 + 1/0.15), as there).
+Another batch size B needs lr × B/1024 and weight decay × 1024/B."""
 PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "mnist": _MNIST, "cifar10": _CIFAR, "cifar100": _CIFAR}
 """Data set → profile → size. ``train_size``, ``eval_size`` and ``grid_points`` 0 mean "all";
