@@ -100,7 +100,10 @@ def test_presets_build_the_profiles_and_refuse_unknowns():
     quick = regularisation_config("cifar10", "quick")
     assert all(len(g) == 2 for g in quick.regularizers.values()) and len(quick.regularizers) == 6
     paper = regularisation_config("cifar10", "paper")
-    assert paper.models["resnet"].kwargs == {"width": 16, "blocks": 3}
+    assert paper.models["resnet"].architecture == "resnet_fast"
+    assert paper.models["resnet"].kwargs == {"widths": [64, 256, 256]}
+    assert paper.train_config(0, "resnet").lr == 1.3 and paper.train_config(0, "cnn").lr == 0.1
+    assert (paper.train.augment, paper.train.label_smoothing) == ("flip_translate", 0.2)
     assert paper.regularizers == DEFAULT_STRENGTHS["cifar10"] and paper.train_size is None
     assert regularisation_config("mnist", "quick").fingerprint() == \
         regularisation_config("mnist", "quick", epochs=None).fingerprint()   # None keeps
@@ -116,6 +119,16 @@ def test_presets_build_the_profiles_and_refuse_unknowns():
     with pytest.raises(ValueError, match="regularizers"):
         regularisation_config("mnist", "quick", regularizers=("dropout",))
     assert set(PROFILE_SIZES) == {"mnist", "cifar10", "cifar100"}
+
+
+def test_smoke_and_quick_profiles_keep_their_fingerprints():
+    """The published smoke and quick studies live in folders keyed by these: new training
+    options must leave them (and so the studies' numbers) as they were."""
+    expected = {("mnist", "smoke"): "2edbf8e685816edf", ("mnist", "quick"): "7e2c74f8d49df9a3",
+                ("cifar10", "smoke"): "7183d5513447aa56", ("cifar10", "quick"): "44a605b904d3000d",
+                ("cifar100", "smoke"): "4cbecb7ee037b32a",
+                ("cifar100", "quick"): "67b5bb6511da5082"}
+    assert {key: regularisation_config(*key).fingerprint() for key in expected} == expected
 
 
 def test_every_grid_has_the_same_number_of_points():

@@ -12,7 +12,9 @@ from stabnb.models import (
 
 
 @pytest.mark.parametrize("name,shape", [("mlp", (1, 28, 28)), ("cnn", (1, 28, 28)),
-                                        ("cnn", (3, 32, 32)), ("resnet", (3, 32, 32))])
+                                        ("cnn", (3, 32, 32)), ("resnet", (3, 32, 32)),
+                                        ("resnet_fast", (3, 32, 32)),
+                                        ("resnet_fast", (1, 28, 28))])
 def test_models_map_pixel_images_to_logits(name, shape):
     model = build_model(name, shape, 10).eval()
     assert model(torch.rand(2, *shape)).shape == (2, 10)
@@ -67,3 +69,22 @@ def test_smooth_activations_swaps_every_relu_and_keeps_the_weights():
         smooth_activations(build_model("mlp", (4,), 2, activation="tanh"), 0.1)
     with pytest.raises(ValueError, match="temperature=0"):
         smooth_activations(model, 0)
+
+
+def test_fast_resnet_has_airbench_layout_and_fixed_norm_scales():
+    model = build_model("resnet_fast", (3, 32, 32), 10, widths=(8, 16, 16), stem=6)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (3, 6, (2, 2)), (6, 8, (3, 3)), (8, 8, (3, 3)), (8, 16, (3, 3)), (16, 16, (3, 3)),
+        (16, 16, (3, 3)), (16, 16, (3, 3))]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 7 and not any(n.weight.requires_grad for n in norms)
+    assert all(n.bias.requires_grad for n in norms)
+    head = model.head[-1]
+    assert head.bias is None and head.out_features == 10
+    x = torch.rand(3, 3, 32, 32)
+    model.eval()
+    features = model.head[:-1](model.groups(model.stem(model.normalize(x))))
+    assert torch.allclose(model(x), head(features) / 9)       # airbench's logit scale
+    with pytest.raises(ValueError, match="three groups"):
+        build_model("resnet_fast", (3, 32, 32), 10, widths=(8, 16))

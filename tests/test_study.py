@@ -107,6 +107,39 @@ def test_two_variants_of_one_architecture_sit_in_one_study():
     assert {c.model for c in study_cells(config)} == {"tanh", "relu"}
 
 
+def test_a_model_trains_with_its_own_recipe(monkeypatch, tmp_path):
+    models = {"plain": {"architecture": "mlp", "kwargs": {"widths": [8]}},
+              "fast": {"architecture": "mlp", "kwargs": {"widths": [8]},
+                       "train": {"lr": 0.4, "momentum": 0.85}}}
+    config = StudyConfig.from_dict({**TINY, "models": models})
+    assert "train" not in config.to_dict()["models"]["plain"]
+    assert config.to_dict()["models"]["fast"]["train"] == {"lr": 0.4, "momentum": 0.85}
+    again = StudyConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.fingerprint() == config.fingerprint()
+    fast, plain = config.train_config(7, "fast"), config.train_config(7, "plain")
+    assert (fast.lr, fast.momentum, fast.epochs, fast.seed) == (0.4, 0.85, 2, 7)
+    assert (plain.lr, plain.momentum) == (TrainConfig().lr, 0.9)
+
+    seen = []
+
+    def record(model, x, y, cfg, **kwargs):                 # what run_cell trains with
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stabnb.study.cell.train", record)
+    from stabnb.study.cell import run_cell
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(config, load_study_data(config, 0), Cell("fast", "none", 0.0, 0), tmp_path,
+                 device="cpu")
+    assert seen[0].lr == 0.4 and seen[0].device == "cpu"
+    with pytest.raises(ValueError, match=r"sets \['epochs'\], which a model cannot override"):
+        ModelSpec("mlp", train={"epochs": 3})
+    with pytest.raises(ValueError, match=r"sets \['seed'\]"):
+        ModelSpec("mlp", train={"seed": 3})
+    with pytest.raises(ValueError, match="lr=-1 must be positive"):
+        ModelSpec("mlp", train={"lr": -1})
+
+
 def test_grid_pairs_every_cell_with_a_baseline():
     cells = study_cells(StudyConfig.from_dict(TINY))
     assert len(cells) == 2 * 3                                         # 2 seeds × (baseline + 2)

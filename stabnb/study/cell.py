@@ -296,8 +296,8 @@ def run_cell(config: StudyConfig, data: StudyData, cell: Cell, out_dir: str | os
         options = {"seed": stream_seed(cell.seed, "regularizer")} | dict(
             config.regularizer_kwargs.get(cell.regularizer, {}))
     regularizer = make_regularizer(cell.regularizer, cell.strength, **options)
-    train_config = config.train_config(stream_seed(cell.seed, "order"), device=device,
-                                       progress=progress_bar,
+    train_config = config.train_config(stream_seed(cell.seed, "order"), cell.model,
+                                       device=device, progress=progress_bar,
                                        checkpoint_dir=str(out / "checkpoints"))
     trained = train(model, data.train_x, data.train_y, train_config, regularizer=regularizer)
     evaluated = time.perf_counter()

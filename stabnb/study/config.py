@@ -71,21 +71,39 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a study: a :func:`stabnb.models.build_model` architecture and its arguments.
+    """One model of a study: a :func:`stabnb.models.build_model` architecture, its arguments
+    and the training settings it needs beyond the study's.
 
     Attributes:
         architecture: one of :data:`stabnb.models.ARCHITECTURES`.
         kwargs: constructor arguments (``widths``, ``activation``, ``width``, ``blocks``...).
+        train: :class:`~stabnb.train.TrainConfig` fields that replace the study's for this
+            model (its recipe: ``{"lr": 1.3, "momentum": 0.85}``), except ``epochs`` (the
+            study's, which E7's snapshots shorten alike for every model) and the per-cell
+            fields. Default: none.
     """
 
     architecture: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture={self.architecture!r} is unknown; choose one of "
                              f"{ARCHITECTURES}.")
         object.__setattr__(self, "kwargs", _plain(dict(self.kwargs)))
+        object.__setattr__(self, "train", _plain(dict(self.train)))
+        known = {f.name for f in fields(TrainConfig)} - {"epochs", *PER_CELL_TRAIN_FIELDS}
+        unknown = sorted(set(self.train) - known)
+        if unknown:
+            raise ValueError(f"ModelSpec.train sets {unknown}, which a model cannot override; "
+                             f"choose from {sorted(known)} (epochs is the study's).")
+        replace(TrainConfig(), **self.train)          # the values' own checks
+
+    def to_dict(self) -> dict[str, Any]:
+        """``architecture`` and ``kwargs``, and ``train`` when it sets anything."""
+        values = asdict(self)
+        return values if self.train else {k: v for k, v in values.items() if k != "train"}
 
 
 @dataclass(frozen=True)
@@ -223,7 +241,8 @@ class StudyConfig:
             weights, the minibatch order, the probe images, the probe noise and the
             regulariser's draws all follow it; within one seed every cell shares them.
         train: the :class:`~stabnb.train.TrainConfig` of every cell (its ``seed``, ``device``,
-            ``progress`` and ``checkpoint_dir`` are set per cell).
+            ``progress`` and ``checkpoint_dir`` are set per cell, and a model's
+            :attr:`ModelSpec.train` replaces the fields it names).
         probe: the :class:`ProbeConfig`. Default: ``ProbeConfig()``.
         train_size: balanced training subset, drawn per seed (``None``: the full training set).
         regularizer_kwargs: regulariser name → options (``num_iters``, ``form``...).
@@ -250,10 +269,10 @@ class StudyConfig:
         specs = {}
         for name, spec in self.models.items():
             if isinstance(spec, Mapping):
-                extra = sorted(set(spec) - {"architecture", "kwargs"})
+                extra = sorted(set(spec) - {"architecture", "kwargs", "train"})
                 if extra or "architecture" not in spec:
-                    raise ValueError(f"models.{name} needs 'architecture' (and optional 'kwargs'); "
-                                     f"got fields {sorted(spec)}.")
+                    raise ValueError(f"models.{name} needs 'architecture' (and optional 'kwargs', "
+                                     f"'train'); got fields {sorted(spec)}.")
                 spec = ModelSpec(**spec)
             specs[str(name)] = spec
         object.__setattr__(self, "models", specs)
@@ -337,19 +356,21 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and nested, without the per-cell ``train`` fields; :meth:`from_dict` inverts it."""
-        train = {k: v for k, v in asdict(self.train).items() if k not in PER_CELL_TRAIN_FIELDS}
+        train = {k: v for k, v in self.train.to_dict().items() if k not in PER_CELL_TRAIN_FIELDS}
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return _plain(values | {"train": train, "probe": asdict(self.probe),
-                                "models": {n: asdict(s) for n, s in self.models.items()}})
+                                "models": {n: s.to_dict() for n, s in self.models.items()}})
 
     def fingerprint(self) -> str:
         """A short hash of :meth:`to_dict`: equal configs, equal fingerprints."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def train_config(self, seed: int, **run: Any) -> TrainConfig:
-        """The cell's :class:`TrainConfig`: this study's, with ``seed`` and the run settings
-        (``device``, ``progress``, ``checkpoint_dir``)."""
-        return replace(self.train, seed=seed, **run)
+    def train_config(self, seed: int, model: str | None = None, **run: Any) -> TrainConfig:
+        """The cell's :class:`TrainConfig`: this study's, with ``model``'s
+        :attr:`ModelSpec.train` (``None``: none), ``seed`` and the run settings (``device``,
+        ``progress``, ``checkpoint_dir``)."""
+        recipe = self.models[model].train if model is not None else {}
+        return replace(self.train, **recipe, seed=seed, **run)
 
 
 @dataclass(frozen=True)
