@@ -144,10 +144,12 @@ class TrainResult:
 
 
 def _fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 of the tensors' shapes, dtypes and bytes (read in place, not copied: a training
+    set is hashed once per run)."""
     digest = hashlib.sha256()
     for tensor in tensors:
         digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 

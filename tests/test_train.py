@@ -284,3 +284,13 @@ def test_paper_recipe_trains_a_small_fast_resnet_on_cifar(offline_root):
     result = train(model, images.pixels(), images.labels, cfg)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0] - 0.1 and result.history[-1]["train_accuracy"] > 0.2
+
+
+def test_data_fingerprint_is_the_sha256_of_shapes_dtypes_and_bytes():
+    """Pinned: checkpoint keys written before stay valid (the digest reads the bytes in place)."""
+    from stabnb.train import _fingerprint
+
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    y, b = torch.tensor([1, 0, 2]), torch.ones(2, dtype=torch.bfloat16)
+    assert _fingerprint(x, y, b) == "47f5d4dec725c43093ebdc37f9259de4ebe5ab96a960684c8623028f0fc3e695"
+    assert _fingerprint(x.t()) == _fingerprint(x.t().contiguous())
