@@ -181,7 +181,7 @@ def test_captum_object_equals_named_method(mlp, pixels):
 @pytest.mark.parametrize(("method", "stock", "kwargs"), [
     ("saliency", Saliency, {"abs": False}),
     ("input_x_gradient", InputXGradient, {}),
-    ("integrated_gradients", IntegratedGradients, {"n_steps": 6}),
+    ("integrated_gradients", IntegratedGradients, {"n_steps": 6, "method": "gausslegendre"}),
     ("smoothgrad", lambda model: NoiseTunnel(Saliency(model)),
      {"nt_type": "smoothgrad", "nt_samples": 3, "stdevs": 0.15, "abs": False}),
 ])

@@ -121,7 +121,7 @@ METHODS: dict[str, Callable[..., AttributionMethod]] = {
 """
 
 
-def attribution_method(method: str | Attribution | AttributionMethod, model: nn.Module,
+def attribution_method(method: str | Attribution | AttributionMethod, model: nn.Module, /,
                        **method_kwargs: Any) -> AttributionMethod:
     """Resolve a method name from :data:`METHODS` or wrap a Captum ``Attribution`` object.
 
@@ -130,7 +130,8 @@ def attribution_method(method: str | Attribution | AttributionMethod, model: nn.
             called with ``method_kwargs``), or an :class:`AttributionMethod`.
         model: the network the named methods attribute (ignored for objects, which hold theirs).
         **method_kwargs: the factory's options for a name; ``attribute`` keyword arguments for
-            a Captum object.
+            a Captum object (``method`` and ``model`` are positional-only, so integrated
+            gradients' own ``method="riemann_trapezoid"`` passes through).
 
     Raises:
         ValueError: unknown name, or options the named method does not take.
