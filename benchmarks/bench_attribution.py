@@ -11,10 +11,10 @@ Captum's own ``Saliency``/``IntegratedGradients`` object (its ``compute_gradient
 the same draws through ``AttributionStability.sensitivity_max``. It prints the time ratio
 ours/Captum and the largest difference between the two max-sensitivity values.
 
-The floor: ``passes s`` is the attribution of the same ``n·(K+1)`` rows alone (one call of the
-probe's method: the model's forward and backward passes, nothing else), which any
-implementation of any of these metrics must pay; ``passes/captum`` is the best ratio reachable
-by cutting our metric code to zero. The named methods differentiate ``Σ_i f_{c_i}(x_i)``
+The floor: ``passes s`` is the attribution of the same ``n·(K+1)`` rows alone (the attribution
+calls of ``measure``, same ``max_batch`` chunks: the model's forward and backward passes, no
+metric), which any implementation of any of these metrics must pay; ``passes/captum`` is the
+best ratio reachable by cutting our metric code to zero. The named methods differentiate ``Σ_i f_{c_i}(x_i)``
 once, Captum's objects the N unbound outputs (bitwise-equal attributions), which is why
 ``passes/captum`` can be below 1.
 
@@ -40,7 +40,6 @@ import platform
 import time
 
 import torch
-
 from captum.attr import IntegratedGradients, Saliency
 
 from stabnb.attribution import AttributionStability
