@@ -83,6 +83,23 @@ def test_sort_equals_stable_torch_sort(dtype):
         assert torch.equal(order, expected_order)
 
 
+def test_sort_in_row_blocks_on_threads_equals_one_block():
+    # 2 threads, rows of 3072 (the CIFAR attribution size): the rows are sorted in 2 blocks
+    values = torch.randn(64, 11, 3072, generator=torch.Generator().manual_seed(4))
+    values[0, :, :50] = -1.25                                 # ties across the block boundary
+    values[40, 3, :7] = torch.tensor([-0.0, 0.0, -0.0, 0.0, -0.0, 0.0, -0.0])
+    values[63, 10, :3] = torch.tensor([float("inf"), -float("inf"), 0.0])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ordered, order = sort(values)
+    finally:
+        torch.set_num_threads(threads)
+    expected, expected_order = torch.sort(values + 0.0, stable=True)
+    assert torch.equal(order, expected_order)
+    assert torch.equal(ordered, expected) and not bool(ordered.signbit()[ordered == 0].any())
+
+
 # --- intervals
 def test_paired_bootstrap_covers_the_mean_and_keeps_pairs():
     rng = np.random.default_rng(1)
