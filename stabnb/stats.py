@@ -58,8 +58,8 @@ def sort(values: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
     int64 key, and NumPy's SIMD sort orders the keys: their low halves are the permutation,
     their high halves (the same bit flip undoes itself) the sorted values. Blocks of rows are
     sorted on ``torch.get_num_threads()`` threads (NumPy releases the GIL; one thread is
-    already about twice as fast as ``torch.sort`` on 2 cores); ``-0.0`` comes back as ``+0.0``. Values must be free
-    of NaN (they would sort by bit pattern). Other dtypes and devices, and rows of 2³¹ or
+    already about twice as fast as ``torch.sort`` on 2 cores); ``-0.0`` comes back as
+    ``+0.0``. Values must be free of NaN (they would sort by bit pattern). Other dtypes and devices, and rows of 2³¹ or
     more, use ``torch.sort``.
 
     Returns:
