@@ -25,6 +25,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _outputs(root: Path, profile: str = "paper", payload: bytes = b"x") -> None:
     for relative in (f"results/{profile}/claims.json", f"figures/{profile}/a.png",
                      f"runs/{profile}/experiments/E3.ipynb", f"runs/work/{profile}/E3-ab-cd/results.csv",
+                     f"runs/work/{profile}/E3-ab-cd/cells/a.json",
+                     f"runs/work/{profile}/E3-ab-cd/cells/a.per_sample.json",
                      f"runs/work/{profile}/E3-ab-cd/checkpoints/c.pt", f"runs/{profile}/log.txt"):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_bytes(payload + relative.encode())
@@ -35,6 +37,7 @@ def test_pack_then_unpack_gives_back_the_outputs_and_leaves_the_rest(tmp_path: P
     _outputs(source)
     assert [p.as_posix() for p in bundle_members(source, "paper")] == [
         "figures/paper/a.png", "results/paper/claims.json", "runs/paper/experiments/E3.ipynb",
+        "runs/work/paper/E3-ab-cd/cells/a.json", "runs/work/paper/E3-ab-cd/cells/a.per_sample.json",
         "runs/work/paper/E3-ab-cd/results.csv"]          # no checkpoints, no logs
     files = pack(source, bundle, "paper", extra={"commit": "abc"})
     assert [f.name for f in files] == ["bundle.tar.gz.000", MANIFEST]
@@ -42,7 +45,7 @@ def test_pack_then_unpack_gives_back_the_outputs_and_leaves_the_rest(tmp_path: P
     (target / "results" / "quick").mkdir(parents=True)
     (target / "results" / "quick" / "keep.json").write_text("{}")
     written = unpack(bundle, target)
-    assert len(written) == 4
+    assert len(written) == 6
     for member in bundle_members(source, "paper"):
         assert (target / member).read_bytes() == (source / member).read_bytes()
     assert (target / "results" / "quick" / "keep.json").exists()
@@ -51,10 +54,14 @@ def test_pack_then_unpack_gives_back_the_outputs_and_leaves_the_rest(tmp_path: P
 def test_a_large_bundle_is_cut_into_parts_and_refused_over_the_limit(tmp_path: Path) -> None:
     _outputs(tmp_path / "run", payload=os.urandom(50_000))
     files = pack(tmp_path / "run", tmp_path / "out", "paper", part_bytes=60_000)
-    assert len(files) == 5                                 # ~200 kB of noise in 60 kB parts
+    assert len(files) == 7                        # 6 × 50 kB of noise in 6 parts of 60 kB
     unpack(tmp_path / "out", tmp_path / "checkout")
+    files = pack(tmp_path / "run", tmp_path / "out2", "paper", part_bytes=60_000, max_parts=5)
+    manifest = json.loads((tmp_path / "out2" / MANIFEST).read_text())
+    assert manifest["left_out"] == ["runs/work/paper/E3-ab-cd/cells/a.per_sample.json"]
+    assert len(files) == 6
     with pytest.raises(ValueError, match="over the 2 allowed"):
-        pack(tmp_path / "run", tmp_path / "out2", "paper", part_bytes=60_000, max_parts=2)
+        pack(tmp_path / "run", tmp_path / "out3", "paper", part_bytes=60_000, max_parts=2)
 
 
 def test_nothing_to_pack_names_the_command_to_run(tmp_path: Path) -> None:
@@ -134,7 +141,7 @@ def test_pack_and_unpack_commands(tmp_path: Path, capsys) -> None:
                  "--note", "wall_s", "12"]) == 0
     assert json.loads((tmp_path / "out" / MANIFEST).read_text())["wall_s"] == "12"
     assert main(["unpack", str(tmp_path / "out"), "--root", str(tmp_path / "checkout")]) == 0
-    assert "4 files extracted" in capsys.readouterr().out
+    assert "6 files extracted" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["unpack", str(tmp_path / "nothing")])
 

@@ -4,9 +4,8 @@
     python -m stabnb unpack OUT                      # here, from the checkout's root
 
 :func:`pack` writes one gzip-compressed tar of ``results/<profile>/``, ``figures/<profile>/``,
-the executed notebooks (``runs/<profile>/**.ipynb``) and each study's ``results.csv``
-(``runs/work/<profile>/*/results.csv``; checkpoints and per-cell files stay behind), cut into
-parts of at most ``part_bytes`` (``bundle.tar.gz.000``, ...), and ``bundle.json``: each part's
+the executed notebooks (``runs/<profile>/**.ipynb``) and each study's config, table and finished
+cells (``runs/work/<profile>/*/``; checkpoints stay behind), cut into parts of at most ``part_bytes`` (``bundle.tar.gz.000``, ...), and ``bundle.json``: each part's
 size and SHA-256, the member list and what the caller adds (the commit, the wall time).
 :func:`unpack` checks every part against ``bundle.json`` before it extracts anything, and
 extracts only regular files and folders under those three output folders (tarfile's ``data``
@@ -40,13 +39,32 @@ MAX_PARTS = 6
 OUTPUTS = ("results", "figures", "runs")
 
 
-def bundle_members(root: str | os.PathLike, profile: str) -> list[Path]:
-    """The files a bundle of ``profile`` holds, relative to ``root``, sorted."""
+def bundle_members(root: str | os.PathLike, profile: str, *,
+                   per_sample: bool = True) -> list[Path]:
+    """The files a bundle of ``profile`` holds, relative to ``root``, sorted: the results, the
+    figures, the executed notebooks and each study's config, table and finished cells (so a
+    study cut off by the end of a lease resumes from them in the next), with each cell's
+    per-sample table unless ``per_sample`` is false. Checkpoints stay behind."""
     base = Path(root)
+    study = f"runs/work/{profile}/*"
     patterns = (f"results/{profile}/**/*", f"figures/{profile}/**/*",
-                f"runs/{profile}/**/*.ipynb", f"runs/work/{profile}/*/results.csv")
+                f"runs/{profile}/**/*.ipynb", f"{study}/results.csv", f"{study}/config.json",
+                f"{study}/cells/*.json")
     found = {p.relative_to(base) for pattern in patterns for p in base.glob(pattern) if p.is_file()}
-    return sorted(p for p in found if not p.name.startswith(".") and ".tmp" not in p.name)
+    return sorted(p for p in found if not p.name.startswith(".") and ".tmp" not in p.name
+                  and (per_sample or not p.name.endswith(".per_sample.json")))
+
+
+def _tar(base: Path, members: list[Path]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        for member in members:
+            info = tar.gettarinfo(base / member, arcname=member.as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with open(base / member, "rb") as handle:
+                tar.addfile(info, handle)
+    return buffer.getvalue()
 
 
 def _sha256(data: bytes) -> str:
@@ -58,9 +76,12 @@ def pack(root: str | os.PathLike, out_dir: str | os.PathLike, profile: str, *,
          extra: dict[str, Any] | None = None) -> list[Path]:
     """Pack ``root``'s outputs of ``profile`` into ``out_dir``; return the files written.
 
+    When everything does not fit in ``max_parts`` parts, the cells' per-sample tables are left
+    out (``bundle.json`` says so): a run's results must not be lost to its own detail.
+
     Raises:
         FileNotFoundError: ``root`` holds no ``results/<profile>/`` (nothing was run).
-        ValueError: the bundle needs more than ``max_parts`` parts (name what to leave out).
+        ValueError: the bundle needs more than ``max_parts`` parts even without them.
     """
     base, out = Path(root), Path(out_dir)
     if not (base / "results" / profile).is_dir():
@@ -68,15 +89,11 @@ def pack(root: str | os.PathLike, out_dir: str | os.PathLike, profile: str, *,
                                 f"{profile} profile was run here; run `python -m stabnb "
                                 f"reproduce --profile {profile}` first.")
     members = bundle_members(base, profile)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
-        for member in members:
-            info = tar.gettarinfo(base / member, arcname=member.as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with open(base / member, "rb") as handle:
-                tar.addfile(info, handle)
-    data = buffer.getvalue()
+    data, left_out = _tar(base, members), []
+    if len(data) > max_parts * part_bytes:
+        kept = bundle_members(base, profile, per_sample=False)
+        left_out = [m.as_posix() for m in members if m not in kept]
+        members, data = kept, _tar(base, kept)
     parts = [data[i:i + part_bytes] for i in range(0, len(data), part_bytes)] or [b""]
     if len(parts) > max_parts:
         raise ValueError(f"the {profile} bundle is {len(data) / 2**20:.1f} MiB compressed: "
@@ -89,7 +106,7 @@ def pack(root: str | os.PathLike, out_dir: str | os.PathLike, profile: str, *,
             handle.write(part)
         written.append(path)
     write_json(out / MANIFEST, {
-        "profile": profile, "members": [m.as_posix() for m in members],
+        "profile": profile, "members": [m.as_posix() for m in members], "left_out": left_out,
         "parts": [{"name": p.name, "bytes": len(d), "sha256": _sha256(d)}
                   for p, d in zip(written, parts)], **(extra or {})})
     return [*written, out / MANIFEST]

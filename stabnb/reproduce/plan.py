@@ -327,7 +327,9 @@ class Plan:
                 for index, part in enumerate(self.parts(budget_s), 1):
                     total = self.calibration_s + self.makespan(part)
                     lines.append(f"  part {index}: {total:6.0f} s  --only "
-                                 + " ".join(Path(n).stem for n in part))
+                                 + " ".join(Path(n).stem for n in part)
+                                 + ("  (over the budget alone: its studies resume across "
+                                    "runs)" if total > budget_s else ""))
         return "\n".join(lines)
 
 
