@@ -17,10 +17,12 @@ def test_planned_studies_count_e7s_snapshots_but_not_the_studies_it_reuses() -> 
     names = [s.name for s in planned_studies("quick")]
     assert names == ["E3_mnist", "E4_cifar10", "E6_cifar100", "E7_E3_mnist_epochs1",
                      "E7_E3_mnist_epochs2"]
+    paper = planned_studies("paper", notebooks=[E3])[0]
+    assert paper.steps("mlp") == paper.steps("cnn") == 5 * -(-60_000 // 512)   # full MNIST
     smoke = {s.name: s for s in planned_studies("smoke", notebooks=["experiments/E7_robustness.ipynb"])}
     assert list(smoke) == ["E7_smoke_mnist", "E7_E7_smoke_mnist_epochs1"]
     study = smoke["E7_smoke_mnist"]
-    assert len(study.cells) == 9 and study.steps_per_cell == 2 * 512 // 64
+    assert len(study.cells) == 9 and study.steps("mlp") == 2 * 512 // 64
 
 
 def _plan(rest: dict[str, tuple[float | None, str]], speedup: float = 2.0) -> Plan:
@@ -35,7 +37,7 @@ def test_plan_arithmetic_is_the_documented_formula() -> None:
     plan = _plan({E3: (10.0, "recorded"), "theory/R1_product_representation.ipynb": (4.0, "quick")})
     study = plan.studies[0]
     cell = study.cells[0]
-    assert plan.cell_seconds(study, cell) == pytest.approx(0.01 * study.steps_per_cell + 1.0)
+    assert plan.cell_seconds(study, cell) == pytest.approx(0.01 * study.steps("mlp") + 1.0)
     cells = sum(plan.cell_seconds(study, c) for c in study.cells)
     assert plan.study_seconds(study) == pytest.approx(cells / 2.0)
     assert plan.total_s == pytest.approx(3.0 + 10.0 + cells / 2.0 + 4.0)

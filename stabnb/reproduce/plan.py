@@ -74,11 +74,11 @@ class PlannedStudy:
     def cells(self) -> list[Cell]:
         return study_cells(self.config)
 
-    @property
-    def steps_per_cell(self) -> int:
-        """Training steps of one cell: epochs × ⌈n_train / batch⌉."""
+    def steps(self, model: str) -> int:
+        """Training steps of one cell of ``model``: epochs × ⌈n_train / batch⌉ of its recipe."""
         n = self.config.train_size or TRAIN_SIZES[self.config.dataset]
-        return self.config.train.epochs * -(-n // self.config.train.batch_size)
+        recipe = self.config.train_config(0, model)
+        return recipe.epochs * -(-n // recipe.batch_size)
 
 
 def planned_studies(profile: str, *, seed: int = 0,
@@ -139,14 +139,13 @@ def _step_seconds(config: StudyConfig, model: str, regularizer: str, strength: f
                   device: str, steps: int) -> float:
     """Seconds per training step: (run of warmup + steps) − (run of warmup), over steps."""
     generator = torch.Generator().manual_seed(0)
-    batch = config.train.batch_size
+    run = replace(config.train_config(0, model, device=device, progress=False), epochs=1)
     options = {"seed": 0} | dict(config.regularizer_kwargs.get(regularizer, {}))
     timings = []
     for count in (WARMUP_STEPS, WARMUP_STEPS, WARMUP_STEPS + steps):  # the first warms up
-        x, y = _synthetic(config.dataset, batch * count, generator)
+        x, y = _synthetic(config.dataset, run.batch_size * count, generator)
         network = _network(config, model, regularizer, strength, generator)
         reg = None if regularizer == BASELINE else make_regularizer(regularizer, strength, **options)
-        run = replace(config.train_config(0, device=device, progress=False), epochs=1)
         start = time.perf_counter()
         train(network, x, y, run, regularizer=reg)
         timings.append(time.perf_counter() - start)
@@ -225,7 +224,7 @@ class Plan:
 
     def cell_seconds(self, study: PlannedStudy, cell: Cell) -> float:
         cost = self.cost(study.config.dataset, cell.model, cell.regularizer)
-        return cost.step_s * study.steps_per_cell + cost.eval_s
+        return cost.step_s * study.steps(cell.model) + cost.eval_s
 
     def study_seconds(self, study: PlannedStudy) -> float:
         """Wall seconds of a study's cells: their sum over the concurrency gain (0 without data)."""
@@ -290,7 +289,8 @@ class Plan:
                 "notebooks": self.notebook_seconds(),
                 "rest": {k: {"seconds": v, "basis": b} for k, (v, b) in self.rest.items()},
                 "studies": [{"notebook": s.notebook, "name": s.name, "data": s.data,
-                             "cells": len(s.cells), "steps_per_cell": s.steps_per_cell,
+                             "cells": len(s.cells),
+                             "steps_per_cell": {m: s.steps(m) for m in s.config.models},
                              "seconds": self.study_seconds(s)} for s in self.studies]}
 
     def render(self, budget_s: float | None = None) -> str:
@@ -302,7 +302,9 @@ class Plan:
                  "T = t_calibration + makespan(t_nb)  (stabnb.reproduce.plan)", "",
                  f"{'study':28} {'cells':>5} {'steps/cell':>10} {'data':>9} {'wall s':>8}"]
         for s in self.studies:
-            lines.append(f"{s.name:28} {len(s.cells):5d} {s.steps_per_cell:10d} {s.data:>9} "
+            steps = sorted({s.steps(m) for m in s.config.models})
+            shown = f"{steps[0]}–{steps[-1]}" if len(steps) > 1 else str(steps[0])
+            lines.append(f"{s.name:28} {len(s.cells):5d} {shown:>10} {s.data:>9} "
                          f"{self.study_seconds(s):8.1f}")
         lines += ["", f"{'data set':9} {'model':8} {'regulariser':26} {'s ms/step':>10} "
                       f"{'e s/cell':>9}"]
