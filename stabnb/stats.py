@@ -55,8 +55,8 @@ def sort(values: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
 
     There each value's bits become an order-preserving int32 (negative floats have their
     31 low bits flipped; ``-0.0`` is first mapped to ``+0.0``), placed above its index in one
-    int64 key, and NumPy's SIMD sort orders the keys: their low halves are the permutation,
-    their high halves (the same bit flip undoes itself) the sorted values. Blocks of rows are
+    int64 key, and NumPy's SIMD sort orders the keys, a cache-sized piece of rows at a time:
+    their low halves are the permutation, which gathers the sorted values. Blocks of rows are
     sorted on ``torch.get_num_threads()`` threads (NumPy releases the GIL; one thread is
     already about twice as fast as ``torch.sort`` on 2 cores); ``-0.0`` comes back as
     ``+0.0``. Values must be free of NaN (they would sort by bit pattern). Other dtypes and devices, and rows of 2³¹ or
@@ -70,19 +70,23 @@ def sort(values: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
         return torch.sort(values, dim=dim, stable=True)
     moved = values.detach().movedim(dim, -1)
     shape = moved.shape
-    rows = (moved + 0.0).contiguous().numpy().reshape(-1, d).view(np.int32)
+    flat = (moved + 0.0).contiguous()
+    rows = flat.numpy().reshape(-1, d).view(np.int32)
     keys = np.empty(rows.shape, dtype=np.int64)
-    ordered = np.empty(rows.shape, dtype=np.int32)
     index = np.arange(d, dtype=np.int64)
+    step = max(1, 2**16 // d)                # rows per cache-sized piece
 
     def sort_block(block: slice) -> None:
-        bits, key = rows[block], keys[block]
-        np.left_shift(bits ^ ((bits >> 31) & 0x7FFFFFFF), 32, out=key, dtype=np.int64)
-        key |= index
-        key.sort(axis=-1)
-        high = (key >> 32).astype(np.int32)
-        ordered[block] = high ^ ((high >> 31) & 0x7FFFFFFF)
-        key &= 0xFFFFFFFF
+        for start in range(block.start, block.stop, step):
+            piece = slice(start, min(start + step, block.stop))
+            bits, key = rows[piece], keys[piece]
+            flipped = bits >> 31
+            flipped &= 0x7FFFFFFF
+            flipped ^= bits
+            np.left_shift(flipped, 32, out=key, dtype=np.int64)
+            key |= index
+            key.sort(axis=-1)
+            key &= 0xFFFFFFFF
 
     blocks = _row_blocks(rows.shape[0], d)
     if len(blocks) == 1:
@@ -90,9 +94,8 @@ def sort(values: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
     else:
         with ThreadPoolExecutor(len(blocks)) as pool:
             list(pool.map(sort_block, blocks))
-    ordered_t = torch.from_numpy(ordered.view(np.float32)).reshape(shape)
     order = torch.from_numpy(keys).reshape(shape)
-    return ordered_t.movedim(-1, dim), order.movedim(-1, dim)
+    return flat.gather(-1, order).movedim(-1, dim), order.movedim(-1, dim)
 
 
 def _row_blocks(num_rows: int, d: int) -> list[slice]:
