@@ -59,14 +59,14 @@ def sort(values: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
     their low halves are the permutation, which gathers the sorted values. Blocks of rows are
     sorted on ``torch.get_num_threads()`` threads (NumPy releases the GIL; one thread is
     already about twice as fast as ``torch.sort`` on 2 cores); ``-0.0`` comes back as
-    ``+0.0``. Values must be free of NaN (they would sort by bit pattern). Other dtypes and devices, and rows of 2³¹ or
-    more, use ``torch.sort``.
+    ``+0.0``. Values must be free of NaN (they would sort by bit pattern). Other dtypes and
+    devices, empty rows and rows of 2³¹ or more use ``torch.sort``.
 
     Returns:
         ``(ordered, order)`` as ``torch.sort`` returns them.
     """
     d = values.shape[dim] if values.dim() else 1
-    if values.device.type != "cpu" or values.dtype != torch.float32 or d >= 2**31:
+    if values.device.type != "cpu" or values.dtype != torch.float32 or not 0 < d < 2**31:
         return torch.sort(values, dim=dim, stable=True)
     moved = values.detach().movedim(dim, -1)
     shape = moved.shape

@@ -138,3 +138,8 @@ def test_quantile_slope_recovers_an_envelope():
     assert quantile_slope(x, y, quantile=0.5) == pytest.approx(1.0, abs=0.15)
     with pytest.raises(ValueError, match="quantile=1"):
         quantile_slope(x, y, quantile=1.0)
+
+
+def test_sort_of_empty_rows_is_empty():
+    ordered, order = sort(torch.randn(5, 0))
+    assert ordered.shape == order.shape == (5, 0)
