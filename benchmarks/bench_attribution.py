@@ -1,8 +1,11 @@
-"""Attribution-stability probe vs Captum ``sensitivity_max`` and Quantus ``MaxSensitivity``, CPU.
+"""Attribution-stability probe vs Captum ``sensitivity_max`` and Quantus ``MaxSensitivity``.
 
 One command, one process::
 
-    .venv/bin/python benchmarks/bench_attribution.py
+    .venv/bin/python benchmarks/bench_attribution.py [--quick] [--device cpu|cuda]
+
+(``--quick``: the saliency cases only, 2 repeats; on ``cuda`` every timed call ends with a
+device synchronisation, and Quantus is given the device too. The CUDA path has not run yet.)
 
 For each case (model, method, K=10, batch 64, uniform L∞ radius 0.02 as in Captum's default
 perturbation) it times ``AttributionStability.measure`` (every metric: relative L2, cosine,
@@ -35,6 +38,7 @@ load on a shared machine (one run each for the slow IG cases).
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -43,6 +47,7 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 
 from stabnb.attribution import AttributionStability
+from stabnb.checks import resolve_device
 from stabnb.models import build_model
 
 # ---- settings
@@ -65,14 +70,21 @@ STOCK = {  # method -> (Captum class, the probe's defaults spelled out for it)
 }
 
 
-def interleaved(calls, repeats: int) -> tuple[list[float], list[object]]:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(calls, repeats: int, device: torch.device) -> tuple[list[float], list[object]]:
     """Best wall time of each call, the calls alternated so all see the same machine load."""
     times: list[list[float]] = [[] for _ in calls]
     outs: list[object] = [None] * len(calls)
     for _ in range(repeats):
         for i, fn in enumerate(calls):
+            _synchronize(device)
             start = time.perf_counter()
             outs[i] = fn()
+            _synchronize(device)
             times[i].append(time.perf_counter() - start)
     return [min(t) for t in times], outs
 
@@ -86,48 +98,62 @@ def quantus_time(model, stock: AttributionStability, x: torch.Tensor,
     except ImportError:
         return None
 
+    device = x.device
+
     def explain(model, inputs, targets, **kwargs):
-        return stock.method(torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
+        return stock.method(torch.as_tensor(inputs, device=device),
+                            torch.as_tensor(targets, device=device)).cpu().numpy()
 
     metric = quantus.MaxSensitivity(nr_samples=NUM_SAMPLES, lower_bound=RADIUS, abs=False,
                                     normalise=False, disable_warnings=True)
     start = time.perf_counter()
-    metric(model=model, x_batch=x.numpy(), y_batch=target.numpy(), device="cpu",
-           explain_func=explain, batch_size=BATCH)
+    metric(model=model, x_batch=x.cpu().numpy(), y_batch=target.cpu().numpy(),
+           device=str(device), explain_func=explain, batch_size=BATCH)
     return time.perf_counter() - start
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="saliency cases only, 2 repeats")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
     os.environ.setdefault("STABNB_PROGRESS", "0")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, batch {BATCH}, K {NUM_SAMPLES}, "
-          f"L∞ radius {RADIUS}, float32, CPU")
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else platform.processor() or platform.machine())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, "
+          f"batch {BATCH}, K {NUM_SAMPLES}, L∞ radius {RADIUS}, float32, {device}")
     header = (f"{'model':5} {'method':22} {'ours s':>7} {'captum s':>8} {'ratio':>5} "
               f"{'passes s':>8} {'passes/captum':>13} {'max |Δ|':>8} {'quantus s':>9} "
               f"{'x':>4} {'max x':>5}")
     print(header)
     print("-" * len(header))
     for name, shape, method, kwargs in CASES:
+        if args.quick and method != "saliency":
+            continue
         torch.manual_seed(SEED)
-        model = build_model(name, shape, 10).eval()
-        x = torch.rand(BATCH, *shape, generator=torch.Generator().manual_seed(SEED))
+        model = build_model(name, shape, 10).eval().to(device)
+        x = torch.rand(BATCH, *shape, generator=torch.Generator().manual_seed(SEED)).to(device)
         options = {"perturbation": "linf", "radius": RADIUS, "num_samples": NUM_SAMPLES}
         probe = AttributionStability(model, method, method_kwargs=kwargs, **options)
         captum_class, defaults = STOCK[method]
         stock = AttributionStability(model, captum_class(model),
                                      method_kwargs={**defaults, **(kwargs or {})}, **options)
-        rows = torch.cat([x.unsqueeze(1), probe.perturb(
-            x, generator=torch.Generator().manual_seed(SEED))], dim=1).flatten(0, 1)
-        sample_of_row = torch.arange(BATCH).repeat_interleave(NUM_SAMPLES + 1)
+        def generator() -> torch.Generator:
+            return torch.Generator(device).manual_seed(SEED)
+
+        rows = torch.cat([x.unsqueeze(1), probe.perturb(x, generator=generator())],
+                         dim=1).flatten(0, 1)
+        sample_of_row = torch.arange(BATCH, device=device).repeat_interleave(NUM_SAMPLES + 1)
         with torch.no_grad():
             target = model(x).argmax(1)
-        repeats = 1 if method == "integrated_gradients" else REPEATS
+        repeats = 1 if method == "integrated_gradients" else 2 if args.quick else REPEATS
         (ours_s, captum_s, passes_s), (result, captum, _) = interleaved([
-            lambda: probe.measure(x, generator=torch.Generator().manual_seed(SEED)),
-            lambda: stock.sensitivity_max(x, generator=torch.Generator().manual_seed(SEED)),
+            lambda: probe.measure(x, generator=generator()),
+            lambda: stock.sensitivity_max(x, generator=generator()),
             # the attribution calls of measure (same rows, same max_batch chunks), alone
-            lambda: probe._attribute(rows, sample_of_row, x.shape, target, torch.Generator()),
-        ], repeats)
+            lambda: probe._attribute(rows, sample_of_row, x.shape, target, generator()),
+        ], repeats, device)
         gap = float((result.sensitivity_max - captum).abs().max())
         label = method + (f"-{kwargs['n_steps']}" if kwargs else "")
         quantus_s = quantus_time(model, stock, x, result.target)
