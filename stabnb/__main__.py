@@ -191,7 +191,6 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[bo
                   and not (args.next_part and _done(e, manifest))]
         device = resolve_device(args.device)
         plan = make_plan(args.profile, device=args.device, seed=args.seed, out_root=out_root,
-                         jobs=int(os.environ.get("STABNB_JOBS", "1")),
                          notebook_jobs=args.jobs or default_jobs(device), notebooks=chosen)
     except ValueError as err:
         parser.error(str(err))

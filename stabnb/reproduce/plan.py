@@ -42,17 +42,19 @@ import torch
 
 from ..checks import resolve_device
 from ..data import data_availability
-from ..models import build_model, initialize, smooth_activations
-from ..regularizers import ARCHITECTURAL, BASELINE, make_regularizer
+from ..data.images import DATASETS
+from ..io import read_json
+from ..regularizers import BASELINE, make_regularizer
+from ..study.cell import StudyData, _build, evaluate_model
 from ..study.config import Cell, StudyConfig, study_cells
+from ..study.sweep import _jobs_setting
 from ..train import train
 from .manifest import NOTEBOOKS
 
 __all__ = ["PlannedStudy", "StepCost", "Plan", "planned_studies", "make_plan"]
 
-SHAPES = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
-          "cifar100": ((3, 32, 32), 100)}
-"""Input shape and classes of each image data set (the teacher task has its own)."""
+CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
+"""Classes of each image data set (shapes and statistics: :data:`stabnb.data.images.DATASETS`)."""
 TRAIN_SIZES = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 WARMUP_STEPS = 2
 DEPENDS = {"experiments/E7_robustness.ipynb": ("experiments/E3_mnist.ipynb",
@@ -117,22 +119,14 @@ class StepCost:
     eval_s: float
 
 
-def _synthetic(dataset: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    shape, classes = SHAPES[dataset]
-    return (torch.rand(n, *shape, generator=generator),
-            torch.randint(0, classes, (n,), generator=generator))
-
-
-def _network(config: StudyConfig, model: str, regularizer: str, strength: float,
-             generator: torch.Generator) -> torch.nn.Module:
-    shape, classes = SHAPES[config.dataset]
-    spec = config.models[model]
-    network = initialize(build_model(spec.architecture, shape, classes,
-                                     mean=(0.5,) * shape[0], std=(0.25,) * shape[0],
-                                     **spec.kwargs), generator)
-    if regularizer in ARCHITECTURAL:
-        smooth_activations(network, strength)
-    return network
+def _synthetic(dataset: str, n: int, probe_size: int, generator: torch.Generator) -> StudyData:
+    """``n`` random images and labels of ``dataset``'s shape as a study's data (the first
+    ``probe_size`` are the probe), with its normalisation statistics."""
+    mean, std, shape = DATASETS[dataset]
+    x = torch.rand(n, *shape, generator=generator)
+    y = torch.randint(0, CLASSES[dataset], (n,), generator=generator)
+    return StudyData(x, y, x, y, x[:probe_size], y[:probe_size], shape, CLASSES[dataset], mean,
+                     std, "synthetic")
 
 
 def _step_seconds(config: StudyConfig, model: str, regularizer: str, strength: float,
@@ -143,34 +137,29 @@ def _step_seconds(config: StudyConfig, model: str, regularizer: str, strength: f
     options = {"seed": 0} | dict(config.regularizer_kwargs.get(regularizer, {}))
     timings = []
     for count in (WARMUP_STEPS, WARMUP_STEPS, WARMUP_STEPS + steps):  # the first warms up
-        x, y = _synthetic(config.dataset, run.batch_size * count, generator)
-        network = _network(config, model, regularizer, strength, generator)
+        data = _synthetic(config.dataset, run.batch_size * count, 0, generator)
+        network = _build(config, data, Cell(model, regularizer, strength, 0))
         reg = None if regularizer == BASELINE else make_regularizer(regularizer, strength, **options)
         start = time.perf_counter()
-        train(network, x, y, run, regularizer=reg)
+        train(network, data.train_x, data.train_y, run, regularizer=reg)
         timings.append(time.perf_counter() - start)
     return max(timings[2] - timings[1], 0.0) / steps
 
 
 def _eval_seconds(config: StudyConfig, model: str, device: str, probe_size: int) -> float:
     """:func:`~stabnb.study.cell.evaluate_model` seconds at ``probe_size``, from two small sizes."""
-    from ..study.cell import StudyData, evaluate_model
-
     generator = torch.Generator().manual_seed(1)
     probe = config.probe
     small = min(probe.probe_size, 16)
     sizes, seconds = (max(small // 2, 1), small), []
-    network = _network(config, model, BASELINE, 0.0, generator).to(resolve_device(device)).eval()
-    eval_n = min(probe.eval_size or 10_000, 10_000)
-    test_x, test_y = _synthetic(config.dataset, eval_n, generator)
-    shape, classes = SHAPES[config.dataset]
+    data = _synthetic(config.dataset, min(probe.eval_size or 10_000, 10_000), small, generator)
+    network = _build(config, data, Cell(model, BASELINE, 0.0, 0)).to(resolve_device(device)).eval()
     for size in (sizes[0], *sizes):  # the first warms up
         gmsi = math.ceil(probe.gmsi_size * size / probe.probe_size) if probe.gmsi_size else 0
         scaled = replace(config, probe=replace(probe, probe_size=size, gmsi_size=gmsi))
-        data = StudyData(test_x[:1], test_y[:1], test_x, test_y, test_x[:size], test_y[:size],
-                         shape, classes, (0.5,) * shape[0], (0.25,) * shape[0], "synthetic")
+        probed = replace(data, probe_x=data.test_x[:size], probe_y=data.test_y[:size])
         start = time.perf_counter()
-        evaluate_model(network, scaled, data, noise_seed=0)
+        evaluate_model(network, scaled, probed, noise_seed=0)
         seconds.append(time.perf_counter() - start)
     slope = max(seconds[2] - seconds[1], 0.0) / (sizes[1] - sizes[0]) if sizes[1] > sizes[0] else 0.0
     return seconds[2] + slope * (probe.probe_size - sizes[1])
@@ -342,7 +331,7 @@ def _recorded_rest(out_root: Path, profile: str, device_type: str) -> dict[str, 
         path = out_root / "results" / source / "claims.json"
         if not path.exists():
             continue
-        recorded = json.loads(path.read_text())
+        recorded = read_json(path)
         device = str(recorded.get("provenance", {}).get("device", ""))
         if source == profile and not device.startswith(device_type):
             continue
@@ -354,7 +343,8 @@ def _recorded_rest(out_root: Path, profile: str, device_type: str) -> dict[str, 
     return rest
 
 
-def make_plan(profile: str, *, device: str = "auto", jobs: int = 1, notebook_jobs: int = 1,
+def make_plan(profile: str, *, device: str = "auto", jobs: int | None = None,
+              notebook_jobs: int = 1,
               seed: int = 0, out_root: str | os.PathLike = ".", steps: int = 8,
               notebooks: Sequence[str] | None = None) -> Plan:
     """Calibrate on ``device`` and return the plan of ``profile`` with ``jobs`` cell workers.
@@ -362,15 +352,18 @@ def make_plan(profile: str, *, device: str = "auto", jobs: int = 1, notebook_job
     Args:
         profile: ``"smoke"``, ``"quick"`` or ``"paper"``.
         device: where the run will happen (the calibration runs there).
-        jobs: cell worker processes per study (``STABNB_JOBS`` of the run).
+        jobs: cell worker processes per study. Default: the ``STABNB_JOBS`` setting, as the
+            run's studies read it (:func:`stabnb.study.run_study`), else 1.
         notebook_jobs: notebooks at once (the run's ``--jobs``).
         out_root: where earlier runs' ``results/`` are (for the notebooks' recorded times).
         steps: timed training steps per (model, regulariser).
         notebooks: the notebooks of the run (relative paths). Default: every one.
 
     Raises:
-        ValueError: ``jobs`` or ``steps`` below 1.
+        ValueError: ``jobs``, ``notebook_jobs`` or ``steps`` below 1, a bad ``STABNB_JOBS``.
     """
+    if jobs is None:
+        jobs = _jobs_setting()
     if min(jobs, notebook_jobs, steps) < 1:
         raise ValueError(f"jobs={jobs}, notebook_jobs={notebook_jobs} and steps={steps} must "
                          "be at least 1.")
